@@ -1,0 +1,95 @@
+"""One configuration object, read once at start-up from IOTPIPE_* variables and flags.
+
+Kafka settings keep kafka-python's names (``bootstrap_servers``, ``linger_ms``,
+``max_poll_records``, ``fetch_max_wait_ms``) so that its documentation applies as written.
+Every field can be set as ``IOTPIPE_<FIELD>`` (upper case), e.g. ``IOTPIPE_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "IOTPIPE_"
+
+
+@dataclass(frozen=True)
+class Config:
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    images_topic: str = "iot-images"
+    predictions_topic: str = "iot-predictions"
+    dead_letter_topic: str = "iot-images-dlq"
+    predictions_dead_letter_topic: str = "iot-predictions-dlq"
+    topic_partitions: int = 3
+    max_request_size: int = 1_048_576
+    linger_ms: int = 1
+    max_poll_records: int = 64
+    fetch_max_wait_ms: int = 10
+    bridge_group_id: str = "iotpipe-bridge"
+    consumer_group_id: str = "iotpipe-consumer"
+    # TorchServe
+    inference_url: str = "http://127.0.0.1:8080"
+    management_url: str = "http://127.0.0.1:8081"
+    metrics_url: str = "http://127.0.0.1:8082"
+    model_name: str = "cifar10-resnet"
+    model_arch: str = "resnet20"
+    batch_size: int = 16
+    max_batch_delay: int = 5
+    images_per_request: int = 16
+    request_timeout_s: float = 30.0
+    inference_concurrency: int = 8
+    torchserve_key_file: Path | None = None
+    # CouchDB
+    couchdb_url: str = "http://127.0.0.1:5984"
+    couchdb_database: str = "iot_results"
+    couchdb_user: str = "admin"
+    couchdb_password: str = ""
+    # Assets and state
+    models_dir: Path = Path("models")
+    data_dir: Path = Path("data/cifar10-jpeg/test")
+    model_store: Path = Path("model-store")
+    state_dir: Path = Path(".run")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then IOTPIPE_* variables, then explicit overrides (flags) that are not None."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def couchdb_credentials(self) -> tuple[str, str] | None:
+        return (self.couchdb_user, self.couchdb_password) if self.couchdb_password else None
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def key_file(self) -> Path:
+        """TorchServe writes its API keys to key_file.json in its working directory."""
+        return self.torchserve_key_file or self.state_dir / "torchserve" / "key_file.json"
+
+
+def _parse(field: dataclasses.Field, raw: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind.startswith("Path"):
+        return Path(raw)
+    return raw

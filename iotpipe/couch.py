@@ -1,0 +1,82 @@
+"""CouchDB helpers: the document of one result, and idempotent bulk writes over the HTTP API.
+
+Only CouchDB's documented HTTP API is used (through the ``couchdb`` package), so Apache
+CouchDB and PouchDB Server are interchangeable.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import couchdb
+
+from iotpipe.config import Config
+from iotpipe.wire import Prediction, now_iso
+
+
+def document_for(prediction: Prediction, stored_at: str | None = None) -> dict:
+    """The CouchDB document of one image: its result, with the image as attachment ``image``."""
+    return {
+        "_id": prediction.id,
+        "producer_id": prediction.producer_id,
+        "ground_truth": prediction.ground_truth,
+        "label": prediction.label,
+        "scores": prediction.scores,
+        "model": prediction.model,
+        "model_version": prediction.model_version,
+        "sent_at": prediction.sent_at,
+        "received_at": prediction.received_at,
+        "inferred_at": prediction.inferred_at,
+        "stored_at": stored_at or now_iso(),
+        "_attachments": {
+            "image": {
+                "content_type": prediction.content_type,
+                "data": base64.b64encode(prediction.image).decode(),
+            }
+        },
+    }
+
+
+@dataclass
+class WriteReport:
+    written: int = 0
+    already_stored: int = 0
+
+
+def server(config: Config) -> couchdb.Server:
+    url = config.couchdb_url
+    if config.couchdb_credentials:
+        parts = urlsplit(url)
+        user, password = config.couchdb_credentials
+        url = urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+    return couchdb.Server(url)
+
+
+def database(config: Config, create: bool = False) -> couchdb.Database:
+    couch = server(config)
+    if create and config.couchdb_database not in couch:
+        try:
+            return couch.create(config.couchdb_database)
+        except couchdb.PreconditionFailed:
+            pass
+    return couch[config.couchdb_database]
+
+
+def save_all(db: couchdb.Database, documents: Iterable[dict]) -> WriteReport:
+    """Write documents in one bulk request; a document already stored under its id is kept as is.
+
+    A conflict means an earlier delivery of the same result was stored (results are
+    redelivered after a crash), so the write is idempotent: one document per image id.
+    """
+    report = WriteReport()
+    for ok, doc_id, outcome in db.update(list(documents)):
+        if ok:
+            report.written += 1
+        elif isinstance(outcome, couchdb.ResourceConflict):
+            report.already_stored += 1
+        else:
+            raise RuntimeError(f"CouchDB refused document {doc_id}: {outcome}")
+    return report

@@ -1,0 +1,59 @@
+"""What the long-running services share: logging set-up, stop on signals, a ready file."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from iotpipe.wire import now_iso
+
+T = TypeVar("T")
+
+
+def mark_ready(path: Path) -> None:
+    """Tell `iotpipe up` that the service has joined its consumer group and is working."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(now_iso())
+
+
+def stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT finish the current batch, then stop."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def retry_until_done(
+    call: Callable[[], T],
+    errors: tuple[type[BaseException], ...],
+    stopping: threading.Event,
+    log: logging.Logger,
+    first_s: float = 0.5,
+    max_s: float = 10.0,
+) -> T:
+    """Call until it succeeds, backing off exponentially: an outage pauses work, it never drops it.
+
+    Gives up (re-raises) only when the service is stopping; then nothing was committed, so
+    the records are delivered again to the next run.
+    """
+    delay = first_s
+    while True:
+        try:
+            return call()
+        except errors as error:
+            if stopping.is_set():
+                raise
+            log.warning("%s; retrying in %.1f s", error, delay)
+            stopping.wait(delay)
+            delay = min(delay * 2, max_s)

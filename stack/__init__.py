@@ -1,0 +1,259 @@
+"""The embedded stack on one machine: Kafka (KRaft), CouchDB API server, TorchServe, bridge, consumer.
+
+``Stack(config).up()`` installs nothing: ``make setup`` does (Kafka jars by Maven, PouchDB Server
+by npm, Python packages by pip). It starts what is not running, waits for each part to be
+healthy, registers the model, creates the topics and the database, and returns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from iotpipe import couch
+from iotpipe import kafka as kafka_helpers
+from iotpipe.config import Config
+from iotpipe.torchserve import bearer
+from stack.models import archive_name, build_archive, model_version
+from stack.process import Service, StackError
+
+STACK_DIR = Path(__file__).resolve().parent
+KAFKA_LIB = STACK_DIR / "kafka" / "lib"
+POUCHDB_SERVER = STACK_DIR / "couchdb" / "node_modules" / ".bin" / "pouchdb-server"
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    running: bool
+    healthy: bool
+    detail: str = ""
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.removeprefix("http://").removeprefix("https://"), int(port)
+
+
+def port_open(address: str) -> bool:
+    try:
+        with socket.create_connection(host_port(address), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, **kwargs) -> bool:
+    try:
+        return requests.get(url, timeout=2, **kwargs).ok
+    except requests.RequestException:
+        return False
+
+
+class Stack:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = config.state_dir.resolve()
+        self.kafka = self._kafka_service()
+        self.couchdb = self._couchdb_service()
+        self.torchserve = self._torchserve_service()
+        self.bridge = self._pipeline_service("bridge")
+        self.consumer = self._pipeline_service("consumer")
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.kafka, self.couchdb, self.torchserve, self.bridge, self.consumer]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self, progress=print) -> None:
+        self._check_installed()
+        progress("kafka: starting")
+        self._format_kafka_storage()
+        self.kafka.start()
+        kafka_helpers.ensure_topics(self.config)
+        progress("couchdb: starting")
+        self.couchdb.start()
+        couch.database(self.config, create=True)
+        progress(f"torchserve: building {archive_name(self.config, self.config.model_arch)}")
+        build_archive(self.config, self.config.model_arch)
+        progress("torchserve: starting")
+        self._write_torchserve_config()
+        self.torchserve.start()
+        self._register_model()
+        for service in (self.bridge, self.consumer):
+            progress(f"{service.name}: starting")
+            service.start()
+        progress("stack is up")
+
+    def down(self, purge: bool = False) -> list[str]:
+        stopped = [service.name for service in reversed(self.services) if service.stop()]
+        if purge:
+            shutil.rmtree(self.state / "data", ignore_errors=True)
+            shutil.rmtree(self.state / "logs", ignore_errors=True)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        return [
+            ComponentStatus(service.name, service.pid() is not None, service.healthy(), self._detail(service))
+            for service in self.services
+        ]
+
+    # -- Kafka -------------------------------------------------------------------------------
+
+    def _kafka_service(self) -> Service:
+        host, port = host_port(self.config.bootstrap_servers.split(",")[0])
+        self._kafka_controller = f"{host}:{port + 1}"
+        java = [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+            f"-Dkafka.logs.dir={self.state / 'logs'}",
+            f"-Dlog4j2.configurationFile={STACK_DIR / 'kafka' / 'log4j2.properties'}",
+            "-cp", f"{KAFKA_LIB}/*",
+        ]  # fmt: skip
+        self._kafka_java = java
+        return Service(
+            name="kafka",
+            command=[*java, "kafka.Kafka", str(self.state / "kafka" / "server.properties")],
+            healthy=lambda: port_open(self.config.bootstrap_servers.split(",")[0]),
+            state_dir=self.state,
+        )
+
+    def _format_kafka_storage(self) -> None:
+        data = self.state / "data" / "kafka"
+        properties = self.state / "kafka" / "server.properties"
+        template = (STACK_DIR / "kafka" / "server.properties").read_text()
+        properties.parent.mkdir(parents=True, exist_ok=True)
+        properties.write_text(
+            template.format(
+                broker=self.config.bootstrap_servers.split(",")[0],
+                controller=self._kafka_controller,
+                log_dirs=data,
+            )
+        )
+        if (data / "meta.properties").exists():
+            return
+        command = [
+            *self._kafka_java, "kafka.tools.StorageTool", "format", "--standalone",
+            "--cluster-id", uuid.uuid4().hex[:22], "--config", str(properties),
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage in {data} failed:\n{result.stdout}{result.stderr}")
+
+    # -- CouchDB -----------------------------------------------------------------------------
+
+    def _couchdb_service(self) -> Service:
+        host, port = host_port(self.config.couchdb_url)
+        data = self.state / "data" / "couchdb"
+        data.mkdir(parents=True, exist_ok=True)
+        return Service(
+            name="couchdb",
+            command=[str(POUCHDB_SERVER), "--host", host, "--port", str(port), "--dir", str(data)],
+            healthy=lambda: http_ok(self.config.couchdb_url),
+            state_dir=self.state,
+            cwd=data,
+        )
+
+    # -- TorchServe --------------------------------------------------------------------------
+
+    @property
+    def torchserve_dir(self) -> Path:
+        return self.state / "torchserve"
+
+    def _torchserve_service(self) -> Service:
+        return Service(
+            name="torchserve",
+            command=[
+                str(Path(sys.executable).parent / "torchserve"),
+                "--start",
+                "--foreground",
+                "--ts-config",
+                str(self.torchserve_dir / "config.properties"),
+                "--model-store",
+                str(self.config.model_store.resolve()),
+                "--no-config-snapshots",
+            ],
+            healthy=self._torchserve_healthy,
+            state_dir=self.state,
+            cwd=self.torchserve_dir,
+            env={"LOG_LOCATION": str(self.state / "logs"), "METRICS_LOCATION": str(self.state / "logs")},
+        )
+
+    def _torchserve_healthy(self) -> bool:
+        if not self.config.key_file.exists():
+            return False
+        return http_ok(f"{self.config.inference_url}/ping", headers=bearer(self.config.key_file, "inference"))
+
+    def _write_torchserve_config(self) -> None:
+        template = (STACK_DIR / "torchserve" / "config.properties").read_text()
+        self.torchserve_dir.mkdir(parents=True, exist_ok=True)
+        (self.torchserve_dir / "config.properties").write_text(
+            template.format(
+                inference_address=self.config.inference_url,
+                management_address=self.config.management_url,
+                metrics_address=self.config.metrics_url,
+                model_store=self.config.model_store.resolve(),
+            )
+        )
+
+    def management_headers(self) -> dict[str, str]:
+        return bearer(self.config.key_file, "management")
+
+    def _register_model(self) -> None:
+        url = f"{self.config.management_url}/models"
+        name, version = self.config.model_name, model_version(self.config.model_arch)
+        listed = requests.get(f"{url}/{name}/all", headers=self.management_headers(), timeout=10)
+        if listed.ok and any(entry.get("modelVersion") == version for entry in listed.json()):
+            return
+        params = {
+            "url": archive_name(self.config, self.config.model_arch),
+            "batch_size": self.config.batch_size,
+            "max_batch_delay": self.config.max_batch_delay,
+            "initial_workers": 1,
+            "synchronous": "true",
+        }
+        response = requests.post(url, params=params, headers=self.management_headers(), timeout=300)
+        if not response.ok:
+            raise StackError(
+                f"registering {name} {version} with TorchServe failed ({response.status_code}): {response.text}; "
+                f"see {self.state / 'logs' / 'model_log.log'}"
+            )
+
+    # -- bridge and consumer ----------------------------------------------------------------
+
+    def _pipeline_service(self, name: str) -> Service:
+        ready = self.state / "pids" / f"{name}.ready"
+        return Service(
+            name=name,
+            command=[sys.executable, "-m", "iotpipe.cli", name, "--ready-file", str(ready)],
+            healthy=ready.exists,
+            state_dir=self.state,
+            ready_file=ready,
+        )
+
+    # -- status ------------------------------------------------------------------------------
+
+    def _detail(self, service: Service) -> str:
+        if service is self.kafka:
+            return self.config.bootstrap_servers
+        if service is self.couchdb:
+            return f"{self.config.couchdb_url}/{self.config.couchdb_database}"
+        if service is self.torchserve:
+            return self.config.inference_url
+        return str(service.log_file)
+
+    def _check_installed(self) -> None:
+        missing = []
+        if not any(KAFKA_LIB.glob("kafka_2.13-*.jar")):
+            missing.append(f"Kafka jars in {KAFKA_LIB}")
+        if not POUCHDB_SERVER.exists():
+            missing.append(f"PouchDB Server in {POUCHDB_SERVER.parent}")
+        if missing:
+            raise StackError(f"not installed: {'; '.join(missing)}; run `make setup` first")
