@@ -33,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(name: str, handler, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(command=handler, name=name)
-        sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-        return sub
+        return add_command(commands, name, handler, help)
 
     up = command("up", cmd_up, "start Kafka, CouchDB, TorchServe, the bridge and the consumer; wait until healthy")
     up.add_argument("--model-arch", choices=["resnet20", "resnet32", "resnet44", "resnet56"], help="model to serve")
@@ -68,7 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(models_command=cmd_models_build)
     build.add_argument("archs", nargs="*", default=["resnet20", "resnet32", "resnet44", "resnet56"])
     build.add_argument("--force", action="store_true", help="rebuild archives that exist")
+
+    from loadtest.cli import register as register_loadtest
+
+    register_loadtest(commands)
     return parser
+
+
+def add_command(commands, name: str, handler, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose handler is called as handler(config, args)."""
+    sub = commands.add_parser(name, help=help, description=help)
+    sub.set_defaults(command=handler, name=name)
+    sub.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return sub
 
 
 def cmd_up(config: Config, args) -> int:
