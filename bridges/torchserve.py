@@ -127,6 +127,7 @@ class Bridge:
             prediction = Prediction(
                 id=event.id,
                 producer_id=event.source,
+                subject=event.subject,
                 ground_truth=event.ground_truth,
                 label=result["label"],
                 scores=result["scores"],

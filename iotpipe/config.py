@@ -36,6 +36,8 @@ class Config:
     inference_url: str = "http://127.0.0.1:8080"
     management_url: str = "http://127.0.0.1:8081"
     metrics_url: str = "http://127.0.0.1:8082"
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
     model_name: str = "cifar10-resnet"
     model_arch: str = "resnet20"
     batch_size: int = 16

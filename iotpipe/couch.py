@@ -7,6 +7,7 @@ CouchDB and PouchDB Server are interchangeable.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +23,7 @@ def document_for(prediction: Prediction, stored_at: str | None = None) -> dict:
     return {
         "_id": prediction.id,
         "producer_id": prediction.producer_id,
+        "subject": prediction.subject,
         "ground_truth": prediction.ground_truth,
         "label": prediction.label,
         "scores": prediction.scores,
@@ -56,13 +58,21 @@ def server(config: Config) -> couchdb.Server:
 
 
 def database(config: Config, create: bool = False) -> couchdb.Database:
+    """The results database; ``create`` makes it, and its Mango index by producer, where missing."""
     couch = server(config)
     if create and config.couchdb_database not in couch:
-        try:
-            return couch.create(config.couchdb_database)
-        except couchdb.PreconditionFailed:
-            pass
+        with contextlib.suppress(couchdb.PreconditionFailed):
+            couch.create(config.couchdb_database)
+        couch[config.couchdb_database].index()["by-producer", "by-producer"] = ["producer_id"]
     return couch[config.couchdb_database]
+
+
+def results_of(db: couchdb.Database, producer_id: str, fields: list[str] | None = None) -> list[dict]:
+    """Every stored result of one producer (a Mango query on ``producer_id``)."""
+    query: dict = {"selector": {"producer_id": producer_id}, "limit": 1_000_000}
+    if fields:
+        query["fields"] = fields
+    return [dict(document) for document in db.find(query)]
 
 
 def save_all(db: couchdb.Database, documents: Iterable[dict]) -> WriteReport:

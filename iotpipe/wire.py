@@ -101,6 +101,7 @@ class Prediction:
 
     id: str
     producer_id: str
+    subject: str | None
     ground_truth: str | None
     label: str
     scores: dict[str, float]

@@ -152,7 +152,6 @@ class Stack:
     def _couchdb_service(self) -> Service:
         host, port = host_port(self.config.couchdb_url)
         data = self.state / "data" / "couchdb"
-        data.mkdir(parents=True, exist_ok=True)
         return Service(
             name="couchdb",
             command=[str(POUCHDB_SERVER), "--host", host, "--port", str(port), "--dir", str(data)],
@@ -183,7 +182,12 @@ class Stack:
             healthy=self._torchserve_healthy,
             state_dir=self.state,
             cwd=self.torchserve_dir,
-            env={"LOG_LOCATION": str(self.state / "logs"), "METRICS_LOCATION": str(self.state / "logs")},
+            env={
+                "LOG_LOCATION": str(self.state / "logs"),
+                "METRICS_LOCATION": str(self.state / "logs"),
+                # TorchServe's launcher keeps its pid file in the temp folder: one folder per stack.
+                "TMPDIR": str(self.torchserve_dir),
+            },
         )
 
     def _torchserve_healthy(self) -> bool:
@@ -199,6 +203,8 @@ class Stack:
                 inference_address=self.config.inference_url,
                 management_address=self.config.management_url,
                 metrics_address=self.config.metrics_url,
+                grpc_inference_port=self.config.grpc_inference_port,
+                grpc_management_port=self.config.grpc_management_port,
                 model_store=self.config.model_store.resolve(),
             )
         )

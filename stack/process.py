@@ -58,8 +58,9 @@ class Service:
         if self.pid() is not None:
             self.wait_healthy()
             return False
-        for folder in (self.pid_file.parent, self.log_file.parent):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.pid_file.parent, self.log_file.parent, self.cwd):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
         if self.ready_file:
             self.ready_file.unlink(missing_ok=True)
         with self.log_file.open("ab") as log:

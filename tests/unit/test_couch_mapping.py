@@ -1,0 +1,29 @@
+import base64
+
+from iotpipe.couch import document_for
+from tests.unit.test_wire import make_prediction
+
+
+def test_document_id_is_the_image_id_and_the_image_is_attached() -> None:
+    prediction = make_prediction()
+    document = document_for(prediction, stored_at="2026-01-01T00:00:01Z")
+    assert document["_id"] == "abc"
+    attachment = document["_attachments"]["image"]
+    assert attachment["content_type"] == "image/jpeg"
+    assert base64.b64decode(attachment["data"]) == prediction.image
+
+
+def test_document_has_every_field_of_the_result() -> None:
+    document = document_for(make_prediction(), stored_at="2026-01-01T00:00:01Z")
+    expected = {
+        "producer_id": "camera-1",
+        "ground_truth": "cat",
+        "label": "dog",
+        "scores": {"dog": 0.6, "cat": 0.3, "frog": 0.1},
+        "model": "cifar10-resnet",
+        "model_version": "20.1",
+        "sent_at": "2026-01-01T00:00:00.000000Z",
+        "inferred_at": "2026-01-01T00:00:00.020000Z",
+        "stored_at": "2026-01-01T00:00:01Z",
+    }
+    assert {name: document[name] for name in expected} == expected
