@@ -21,7 +21,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from iotpipe import kafka
 from iotpipe.config import Config
-from iotpipe.service import mark_ready, retry_until_done
+from iotpipe.service import retry_until_done
 from iotpipe.torchserve import bearer
 from iotpipe.wire import ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
 
@@ -93,15 +93,9 @@ class Bridge:
         client = TorchServeClient(self.config)
         log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
         try:
-            while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=500)
-                if self.ready_file is not None:
-                    mark_ready(self.ready_file)
-                    self.ready_file = None
-                records = [record for partition in batch.values() for record in partition]
-                if records:
-                    self._process(records, client, producer)
-                    consumer.commit()
+            kafka.process_batches(
+                consumer, lambda records: self._process(records, client, producer), self.stopping, self.ready_file
+            )
         finally:
             client.close()
             producer.close()

@@ -17,7 +17,7 @@ import requests
 
 from iotpipe import couch, kafka
 from iotpipe.config import Config
-from iotpipe.service import mark_ready, retry_until_done
+from iotpipe.service import retry_until_done
 from iotpipe.wire import Prediction, WireError, dead_letter_headers
 
 log = logging.getLogger("iotpipe.consumer")
@@ -36,15 +36,9 @@ class Consumer:
         producer = kafka.producer(self.config)
         log.info("consumer storing %s into %s", self.config.predictions_topic, self.config.couchdb_database)
         try:
-            while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=500)
-                if self.ready_file is not None:
-                    mark_ready(self.ready_file)
-                    self.ready_file = None
-                records = [record for partition in batch.values() for record in partition]
-                if records:
-                    self._store(records, db, producer)
-                    consumer.commit()
+            kafka.process_batches(
+                consumer, lambda records: self._store(records, db, producer), self.stopping, self.ready_file
+            )
         finally:
             producer.close()
             consumer.close()

@@ -41,7 +41,10 @@ class Config:
     model_name: str = "cifar10-resnet"
     model_arch: str = "resnet20"
     batch_size: int = 16
-    max_batch_delay: int = 5
+    max_batch_delay: int = 2
+    # Intra-op threads of each TorchServe worker (OMP_NUM_THREADS). On a small machine that also
+    # runs Kafka and the services, one thread is much faster than two that contend for the cores.
+    torch_num_threads: int = 1
     images_per_request: int = 16
     request_timeout_s: float = 30.0
     inference_concurrency: int = 8

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 from iotpipe.config import Config
+from iotpipe.service import mark_ready
+
+log = logging.getLogger("iotpipe.kafka")
 
 
 def producer(config: Config, **settings: Any) -> KafkaProducer:
@@ -35,6 +44,11 @@ def consumer(config: Config, *topics: str, **settings: Any) -> KafkaConsumer:
     return KafkaConsumer(*topics, bootstrap_servers=config.bootstrap_servers, **(defaults | settings))
 
 
+def partition_of(key: bytes, partitions: list[int]) -> int:
+    """The partition a keyed record lands in: the default partitioner's murmur2 hash of the key."""
+    return sorted(partitions)[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
 def ensure_topics(config: Config) -> list[str]:
     """Create the pipeline's topics where missing; returns the names created."""
     admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
@@ -54,3 +68,33 @@ def ensure_topics(config: Config) -> list[str]:
         return missing
     finally:
         admin.close()
+
+
+def process_batches(
+    consumer: KafkaConsumer,
+    handle: Callable[[list[ConsumerRecord]], None],
+    stopping: threading.Event,
+    ready_file: Path | None = None,
+) -> None:
+    """Poll micro-batches and hand each to ``handle``; commit only what was handled.
+
+    A batch's offsets are committed after ``handle`` returns, which is after its output was
+    acknowledged, so a crash replays it rather than losing it. The commit is asynchronous (off
+    the latency path); a failed one only means a replay, which the idempotent writes absorb.
+    On a clean stop the last positions are committed synchronously.
+    """
+    while not stopping.is_set():
+        batch = consumer.poll(timeout_ms=500)
+        if ready_file is not None:
+            mark_ready(ready_file)
+            ready_file = None
+        records = [record for partition in batch.values() for record in partition]
+        if records:
+            handle(records)
+            consumer.commit_async(callback=_log_failed_commit)
+    consumer.commit()
+
+
+def _log_failed_commit(offsets, response) -> None:
+    if isinstance(response, Exception):
+        log.warning("offset commit failed (%s); those records will be delivered again", response)

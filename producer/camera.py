@@ -107,14 +107,16 @@ class Producer:
     def _listen(self) -> None:
         consumer = kafka.consumer(self.config, group_id=None, fetch_max_wait_ms=self.config.fetch_max_wait_ms)
         try:
-            partitions = consumer.partitions_for_topic(self.config.predictions_topic) or set()
-            assigned = [TopicPartition(self.config.predictions_topic, p) for p in partitions]
-            consumer.assign(assigned)
-            consumer.seek_to_end()
-            for partition in assigned:
-                consumer.position(partition)  # resolve "end" now, before the first image is sent
-            self._listening.set()
             key = self.producer_id.encode()
+            # Results are keyed by producer id, so all of this camera's land in one partition.
+            partitions = list(consumer.partitions_for_topic(self.config.predictions_topic) or ())
+            if not partitions:
+                raise RuntimeError(f"topic {self.config.predictions_topic} does not exist; is the stack up?")
+            assigned = TopicPartition(self.config.predictions_topic, kafka.partition_of(key, partitions))
+            consumer.assign([assigned])
+            consumer.seek_to_end()
+            consumer.position(assigned)  # resolve "end" now, before the first image is sent
+            self._listening.set()
             while not self._stop_listening.is_set():
                 for records in consumer.poll(timeout_ms=200).values():
                     answered = [decode_headers(record.headers).get("ce_id") for record in records if record.key == key]

@@ -187,6 +187,7 @@ class Stack:
                 "METRICS_LOCATION": str(self.state / "logs"),
                 # TorchServe's launcher keeps its pid file in the temp folder: one folder per stack.
                 "TMPDIR": str(self.torchserve_dir),
+                "OMP_NUM_THREADS": str(self.config.torch_num_threads),
             },
         )
 
@@ -206,6 +207,7 @@ class Stack:
                 grpc_inference_port=self.config.grpc_inference_port,
                 grpc_management_port=self.config.grpc_management_port,
                 model_store=self.config.model_store.resolve(),
+                tmpdir=self.torchserve_dir,
             )
         )
 

@@ -82,3 +82,16 @@ def test_malformed_prediction_is_a_wire_error(value: bytes) -> None:
 def test_dead_letter_headers_keep_the_originals_and_add_one_reason() -> None:
     original = [("ce_id", b"1"), (REASON_HEADER, b"old")]
     assert dead_letter_headers(original, "not an image") == [("ce_id", b"1"), (REASON_HEADER, b"not an image")]
+
+
+def test_partition_of_matches_the_producers_default_partitioner() -> None:
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from iotpipe.kafka import partition_of
+
+    cluster = type("Cluster", (), {"topics": lambda self: {"t"}, "partitions_for_topic": lambda self, t: {0, 1, 2}})
+    cluster.available_partitions_for_topic = lambda self, t: {0, 1, 2}
+    for producer_id in ("camera-1", "camera-2", "lt-abc-p5-4"):
+        key = producer_id.encode()
+        expected = DefaultPartitioner().partition("t", producer_id, key, None, None, cluster())
+        assert partition_of(key, [2, 0, 1]) == expected
