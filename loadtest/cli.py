@@ -2,6 +2,116 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+from pathlib import Path
+
+from iotpipe.config import Config
+
+BATCH_SIZES = "1,4,8,16,32,64"
+
 
 def register(commands) -> None:
     """Add the load-test subcommands to the ``iotpipe`` parser."""
+    from iotpipe.cli import add_command
+
+    loadtest = add_command(
+        commands, "loadtest", cmd_loadtest, "run 1..N producers in turn against the running stack and report latencies"
+    )
+    loadtest.add_argument("--producers", type=counts, default=[1, 2, 3, 4, 5], help="producer counts, e.g. 1,2,3,4,5")
+    loadtest.add_argument("--rate", type=rate, default=5.0, help="images/s per producer, or 'max' (as fast as it can)")
+    loadtest.add_argument("--count", type=positive, default=60, help="images per producer in each phase (default 60)")
+    loadtest.add_argument("--out", type=Path, required=True, help="folder for latency files, summary.json, report.md")
+    loadtest.add_argument("--images", type=Path, help="ImageFolder tree of images (default: IOTPIPE_DATA_DIR)")
+    loadtest.add_argument("--timeout", type=float, default=30.0, help="seconds after which an image counts as lost")
+    loadtest.add_argument("--ceiling", action="store_true", help="also measure the bare-model ceiling (iotpipe bench)")
+    model_arch_argument(loadtest)
+
+    bench_help = "images/s of the bare model (the handler's preprocessing + forward pass) per batch size"
+    bench = add_command(commands, "bench", cmd_bench, bench_help)
+    bench.add_argument("--images", type=Path, help="ImageFolder tree of images (default: IOTPIPE_DATA_DIR)")
+    bench.add_argument("--count", type=positive, default=512, help="images classified per batch size (default 512)")
+    bench.add_argument("--batch-sizes", type=counts, default=counts(BATCH_SIZES), help=f"default {BATCH_SIZES}")
+    bench.add_argument(
+        "--repeats", type=positive, default=3, help="passes per batch size; the fastest counts (default 3)"
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    model_arch_argument(bench)
+
+    analyze = add_command(commands, "analyze", cmd_analyze, "latency percentiles of latency files, each and combined")
+    analyze.add_argument("files", nargs="+", type=Path, help="one latency per line, or producer --latency-file files")
+    analyze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def model_arch_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-arch", help="model the stack serves, e.g. resnet20 (default: IOTPIPE_MODEL_ARCH)")
+
+
+def counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every number must be at least 1")
+    return values
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value
+
+
+def rate(text: str) -> float:
+    """Images per second; 'max' is 0, which the producer reads as 'no pacing'."""
+    if text == "max":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: give images per second above 0, or 'max'")
+    return value
+
+
+def cmd_loadtest(config: Config, args) -> int:
+    from loadtest.report import phase_table
+    from loadtest.run import LoadTest
+
+    test = LoadTest(config, args.producers, args.rate, args.count, args.out, args.images, args.timeout, args.ceiling)
+    summary = test.run()
+    print(phase_table(summary))
+    if summary.ceiling is not None:
+        ceiling = summary.ceiling.images_per_s
+        print(
+            f"bare-model ceiling {ceiling:.0f} images/s; the pipeline reached {summary.pipeline_to_ceiling:.1%} of it"
+        )
+    print(f"results in {args.out}")
+    return 0 if summary.lost == 0 else 2
+
+
+def cmd_bench(config: Config, args) -> None:
+    from loadtest.bench import Bench
+    from loadtest.report import ceiling_table
+
+    ceiling = Bench(config, args.images, args.count, args.batch_sizes, args.repeats).run()
+    if args.json:
+        print(json.dumps(ceiling.as_dict(), indent=2))
+        return
+    print(ceiling_table(ceiling))
+    print(f"best: {ceiling.images_per_s:.0f} images/s at batch size {ceiling.best_batch_size}")
+
+
+def cmd_analyze(config: Config, args) -> None:
+    from loadtest.latency_files import analyze
+    from loadtest.report import analysis_table
+
+    analyses = analyze(args.files)
+    print(json.dumps([a.as_dict() for a in analyses], indent=2) if args.json else analysis_table(analyses))
