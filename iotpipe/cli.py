@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("archs", nargs="*", default=["resnet20", "resnet32", "resnet44", "resnet56"])
     build.add_argument("--force", action="store_true", help="rebuild archives that exist")
 
+    from dashboard.cli import register as register_dashboard
     from loadtest.cli import register as register_loadtest
 
     register_loadtest(commands)
+    register_dashboard(commands)
     return parser
 
 

@@ -54,6 +54,10 @@ class Config:
     couchdb_database: str = "iot_results"
     couchdb_user: str = "admin"
     couchdb_password: str = ""
+    # Observability: Prometheus endpoints of the services, and the dashboard page
+    bridge_metrics_port: int = 9101
+    consumer_metrics_port: int = 9102
+    dashboard_port: int = 8050
     # Assets and state
     models_dir: Path = Path("models")
     data_dir: Path = Path("data/cifar10-jpeg/test")

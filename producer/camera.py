@@ -63,13 +63,17 @@ class Producer:
         self._answered = threading.Condition()
         self._listening = threading.Event()
         self._stop_listening = threading.Event()
+        self._listen_error: Exception | None = None
         self._wall_offset = time.time() - time.perf_counter()
 
     def run(self) -> ProducerReport:
         listener = threading.Thread(target=self._listen, name=f"{self.producer_id}-listener", daemon=True)
         listener.start()
-        if not self._listening.wait(60):
-            raise RuntimeError(f"could not read {self.config.predictions_topic} at {self.config.bootstrap_servers}")
+        if not self._listening.wait(60) or self._listen_error is not None:
+            raise RuntimeError(
+                f"could not read {self.config.predictions_topic} at {self.config.bootstrap_servers}: "
+                f"{self._listen_error or 'no answer in 60 s'}; is the stack up (`iotpipe status`)?"
+            )
         started = time.perf_counter()
         self._send_all()
         self._wait_for_answers()
@@ -105,7 +109,14 @@ class Producer:
             producer.close()
 
     def _listen(self) -> None:
-        consumer = kafka.consumer(self.config, group_id=None, fetch_max_wait_ms=self.config.fetch_max_wait_ms)
+        try:
+            self._listen_for_answers()
+        except Exception as error:  # reported by run(), which is waiting for the listener
+            self._listen_error = error
+            self._listening.set()
+
+    def _listen_for_answers(self) -> None:
+        consumer = kafka.consumer(self.config, group_id=None)
         try:
             key = self.producer_id.encode()
             # Results are keyed by producer id, so all of this camera's land in one partition.

@@ -24,6 +24,9 @@ TEST_STACK = {
     "metrics_url": "http://127.0.0.1:18082",
     "grpc_inference_port": 17070,
     "grpc_management_port": 17071,
+    "bridge_metrics_port": 19101,
+    "consumer_metrics_port": 19102,
+    "dashboard_port": 18050,
     "couchdb_url": "http://127.0.0.1:15984",
 }
 

@@ -1,0 +1,1 @@
+"""The live dashboard: a small local web page over CouchDB and the services' metrics."""
