@@ -60,10 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.images} images, micro-batches of {args.micro_batch}, median of {args.rounds} rounds")
     print(f"{'images/request':>15} {'images/s':>9} {'batch p50 ms':>13} {'batch p95 ms':>13}")
     for setting, runs in results.items():
-        median = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
-        print(
-            f"{setting:>15} {median['images_per_s']:>9.0f} {median['batch_p50_ms']:>13.1f} {median['batch_p95_ms']:>13.1f}"
-        )
+        rate, p50, p95 = (float(np.median([run[key] for run in runs])) for key in runs[0])
+        print(f"{setting:>15} {rate:>9.0f} {p50:>13.1f} {p95:>13.1f}")
 
 
 if __name__ == "__main__":

@@ -18,14 +18,28 @@ from pathlib import Path
 
 import requests
 from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
 
 from iotpipe import kafka
 from iotpipe.config import Config
-from iotpipe.service import retry_until_done
+from iotpipe.service import retry_until_done, serve_metrics
 from iotpipe.torchserve import bearer
 from iotpipe.wire import ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
 
 log = logging.getLogger("iotpipe.bridge")
+
+RECORDS = Counter("iotpipe_bridge_records", "Records taken from iot-images, by outcome", ["outcome"])
+for outcome in ("predicted", "dead_letter"):
+    RECORDS.labels(outcome)  # exported as 0 before the first one
+BATCH_SIZE = Histogram(
+    "iotpipe_bridge_batch_size", "Images per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+INFERENCE_SECONDS = Histogram(
+    "iotpipe_bridge_inference_seconds",
+    "TorchServe round trip of one micro-batch",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+LAG = Gauge("iotpipe_bridge_consumer_lag", "Records not yet taken from iot-images")
 
 
 class InferenceUnavailable(RuntimeError):
@@ -85,16 +99,20 @@ class Bridge:
         self.config = config
         self.ready_file = ready_file
         self.stopping = threading.Event()
-        self.counts = {"images": 0, "predictions": 0, "dead_letters": 0}
 
     def run(self) -> None:
+        serve_metrics(self.config.bridge_metrics_port)
         consumer = kafka.consumer(self.config, self.config.images_topic, group_id=self.config.bridge_group_id)
         producer = kafka.producer(self.config)
         client = TorchServeClient(self.config)
         log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
         try:
             kafka.process_batches(
-                consumer, lambda records: self._process(records, client, producer), self.stopping, self.ready_file
+                consumer,
+                lambda records: self._process(records, client, producer),
+                self.stopping,
+                ready_file=self.ready_file,
+                lag=LAG,
             )
         finally:
             client.close()
@@ -109,9 +127,11 @@ class Bridge:
                 events.append(ImageEvent.from_record(record.value, record.headers))
             except WireError as error:
                 self._dead_letter(producer, record.key, record.value, record.headers, str(error))
-        predictions = retry_until_done(
-            lambda: client.predict(events) if events else [], (InferenceUnavailable,), self.stopping, log
-        )
+        BATCH_SIZE.observe(len(events))
+        with INFERENCE_SECONDS.time():
+            predictions = retry_until_done(
+                lambda: client.predict(events) if events else [], (InferenceUnavailable,), self.stopping, log
+            )
         inferred_at = now_iso()
         for event, result in zip(events, predictions, strict=True):
             if "error" in result:
@@ -135,11 +155,10 @@ class Bridge:
             )
             key, value, headers = prediction.to_record()
             producer.send(self.config.predictions_topic, key=key, value=value, headers=headers)
-            self.counts["predictions"] += 1
+            RECORDS.labels("predicted").inc()
         producer.flush()
-        self.counts["images"] += len(records)
 
     def _dead_letter(self, producer, key, value, headers, reason: str) -> None:
         log.warning("dead letter: %s", reason)
         producer.send(self.config.dead_letter_topic, key=key, value=value, headers=dead_letter_headers(headers, reason))
-        self.counts["dead_letters"] += 1
+        RECORDS.labels("dead_letter").inc()

@@ -14,6 +14,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
+from prometheus_client import Gauge
 
 from iotpipe.config import Config
 from iotpipe.service import mark_ready
@@ -75,6 +76,7 @@ def process_batches(
     handle: Callable[[list[ConsumerRecord]], None],
     stopping: threading.Event,
     ready_file: Path | None = None,
+    lag: Gauge | None = None,
 ) -> None:
     """Poll micro-batches and hand each to ``handle``; commit only what was handled.
 
@@ -92,7 +94,19 @@ def process_batches(
         if records:
             handle(records)
             consumer.commit_async(callback=_log_failed_commit)
+        if lag is not None:
+            lag.set(records_behind(consumer))
     consumer.commit()
+
+
+def records_behind(consumer: KafkaConsumer) -> int:
+    """Consumer lag from the last fetch responses' high-water marks (no extra request)."""
+    behind = 0
+    for partition in consumer.assignment():
+        highwater = consumer.highwater(partition)
+        if highwater is not None:
+            behind += max(highwater - consumer.position(partition), 0)
+    return behind
 
 
 def _log_failed_commit(offsets, response) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from prometheus_client import start_http_server
+
 from iotpipe.wire import now_iso
 
 T = TypeVar("T")
@@ -18,6 +20,12 @@ def mark_ready(path: Path) -> None:
     """Tell `iotpipe up` that the service has joined its consumer group and is working."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(now_iso())
+
+
+def serve_metrics(port: int) -> None:
+    """Expose this process's Prometheus metrics on 127.0.0.1:port/metrics (0: not at all)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")
 
 
 def stop_on_signals(stopping: threading.Event) -> None:

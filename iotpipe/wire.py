@@ -72,6 +72,10 @@ class ImageEvent:
         missing = [name for name in ("ce_id", "ce_source", "ce_time") if not attributes.get(name)]
         if missing:
             raise WireError(f"missing CloudEvents header(s): {', '.join(missing)}")
+        try:
+            parse_time(attributes["ce_time"])
+        except ValueError:
+            raise WireError(f"ce_time {attributes['ce_time']!r} is not an RFC 3339 timestamp") from None
         content_type = attributes.get("content-type", "")
         if content_type not in IMAGE_CONTENT_TYPES:
             raise WireError(f"content-type {content_type!r} is not one of {', '.join(IMAGE_CONTENT_TYPES)}")

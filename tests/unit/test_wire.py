@@ -95,3 +95,9 @@ def test_partition_of_matches_the_producers_default_partitioner() -> None:
         key = producer_id.encode()
         expected = DefaultPartitioner().partition("t", producer_id, key, None, None, cluster())
         assert partition_of(key, [2, 0, 1]) == expected
+
+
+def test_a_ce_time_that_is_not_a_timestamp_is_a_wire_error() -> None:
+    _, value, headers = ImageEvent(source="c", data=b"x", time="yesterday").to_record()
+    with pytest.raises(WireError, match="ce_time"):
+        ImageEvent.from_record(value, headers)
