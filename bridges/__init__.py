@@ -1,5 +1,6 @@
-"""Bridges between Kafka and a model server."""
+"""The bridge between Kafka and a model server, and its inference clients."""
 
-from bridges.torchserve import Bridge, TorchServeClient
+from bridges.bridge import Bridge
+from bridges.clients import InferenceClient, OpenInferenceClient, TorchServeClient, client_for
 
-__all__ = ["Bridge", "TorchServeClient"]
+__all__ = ["Bridge", "InferenceClient", "OpenInferenceClient", "TorchServeClient", "client_for"]

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from bridges.torchserve import TorchServeClient
+from bridges.clients import TorchServeClient
 from iotpipe.config import Config
 from iotpipe.wire import ImageEvent
 from producer.images import image_folder, take

@@ -1,25 +1,30 @@
 """TorchServe handler for the CIFAR-10 ResNets: image bytes in, label and top scores out.
 
-A request carries one image as its body, or several images as the parts of a multipart form;
-TorchServe's dynamic batching then groups requests into one forward pass. The answer to a
-request is a JSON list with one prediction per image, in the order sent. An image that cannot
-be decoded gets ``{"error": reason}`` in its place; the other images are still answered.
+Two request shapes, one forward pass for the whole batch that TorchServe's dynamic batching
+gathered:
+
+- TorchServe's native API (``/predictions/<model>``): one image as the body, or several images
+  as the parts of a multipart form. The answer is a JSON list, one prediction per image.
+- The Open Inference Protocol (KServe v2, ``/v2/models/<model>/infer``): one ``BYTES`` input whose
+  elements are base64-encoded images. The answer is an inference response with the outputs
+  ``label``, ``scores`` (JSON of the top scores) and ``error`` (empty when the image was fine).
+
+An image that cannot be decoded gets an error in its place; the other images are still answered.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 from handlers.images import BadImage, preprocess_bytes
+from handlers.protocols import RequestLayout, request_images
 from handlers.resnet import CLASSES, load_checkpoint
 
 TOP_K = 3
-
-# For each request, for each of its images: the image's row in the batch, or why it has none.
-Layout = list[list[int | str]]
 
 
 class Cifar10Classifier(BaseHandler):
@@ -31,40 +36,65 @@ class Cifar10Classifier(BaseHandler):
         self.model_version = manifest.get("modelVersion", "")
         self.initialized = True
 
-    def preprocess(self, data: list[dict]) -> tuple[torch.Tensor, Layout]:
+    def preprocess(self, data: list[dict]) -> tuple[torch.Tensor, list[RequestLayout]]:
         tensors: list[torch.Tensor] = []
-        layout: Layout = []
+        layouts: list[RequestLayout] = []
         for request in data:
-            slots: list[int | str] = []
-            for image in request.values():
-                try:
-                    tensors.append(preprocess_bytes(image))
-                    slots.append(len(tensors) - 1)
-                except BadImage as error:
-                    slots.append(str(error))
-            layout.append(slots)
+            images, layout = request_images(request)
+            layout.slots += [image if isinstance(image, str) else batch_row(image, tensors) for image in images]
+            layouts.append(layout)
         batch = torch.stack(tensors) if tensors else torch.empty(0, 3, 32, 32)
-        return batch, layout
+        return batch, layouts
 
-    def inference(self, data: tuple[torch.Tensor, Layout]) -> tuple[torch.Tensor, Layout]:
-        batch, layout = data
+    def inference(self, data: tuple[torch.Tensor, list[RequestLayout]]) -> tuple[torch.Tensor, list[RequestLayout]]:
+        batch, layouts = data
         with torch.inference_mode():
             probabilities = torch.softmax(self.model(batch), dim=1) if len(batch) else batch
-        return probabilities, layout
+        return probabilities, layouts
 
-    def postprocess(self, data: tuple[torch.Tensor, Layout]) -> list[list[dict]]:
-        probabilities, layout = data
+    def postprocess(self, data: tuple[torch.Tensor, list[RequestLayout]]) -> list:
+        probabilities, layouts = data
         top = probabilities.topk(TOP_K, dim=1) if len(probabilities) else None
-        return [[self._prediction(top, slot) for slot in slots] for slots in layout]
+        answers = []
+        for layout in layouts:
+            predictions = [self._prediction(top, slot) for slot in layout.slots]
+            if layout.inference_id is None:
+                answers.append(predictions)
+            else:
+                answers.append(self._inference_response(layout.inference_id, predictions))
+        return answers
 
     def _prediction(self, top, slot: int | str) -> dict:
         if isinstance(slot, str):
             return {"error": slot}
         probabilities, indices = top.values[slot].tolist(), top.indices[slot].tolist()
-        scores = {CLASSES[i]: round(p, 6) for p, i in zip(probabilities, indices, strict=True)}
         return {
-            "label": CLASSES[int(top.indices[slot, 0])],
-            "scores": scores,
+            "label": CLASSES[indices[0]],
+            "scores": {CLASSES[i]: round(p, 6) for p, i in zip(probabilities, indices, strict=True)},
             "model": self.model_name,
             "model_version": self.model_version,
         }
+
+    def _inference_response(self, inference_id: str, predictions: list[dict]) -> dict:
+        def output(name: str, values: list[str]) -> dict:
+            return {"name": name, "datatype": "BYTES", "shape": [len(values)], "data": values}
+
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "id": inference_id,
+            "outputs": [
+                output("label", [p.get("label", "") for p in predictions]),
+                output("scores", [json.dumps(p.get("scores", {})) for p in predictions]),
+                output("error", [p.get("error", "") for p in predictions]),
+            ],
+        }
+
+
+def batch_row(image: bytes, tensors: list[torch.Tensor]) -> int | str:
+    """Append the image's tensor and return its row, or return why it cannot be decoded."""
+    try:
+        tensors.append(preprocess_bytes(image))
+    except BadImage as error:
+        return str(error)
+    return len(tensors) - 1

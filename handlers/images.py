@@ -23,6 +23,8 @@ class BadImage(ValueError):
 
 def decode(data: bytes | bytearray) -> Image.Image:
     """Decode JPEG or PNG bytes to a 32x32 RGB image, refusing oversized images before decoding."""
+    if not isinstance(data, bytes | bytearray):
+        raise BadImage(f"expected encoded image bytes, got {type(data).__name__}")
     if not data:
         raise BadImage("empty image")
     try:

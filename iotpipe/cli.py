@@ -59,12 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--latency-file", type=Path, help="write id, sent, received, latency per image here")
     produce.add_argument("--timeout", type=float, default=30.0, help="seconds after which an image counts as lost")
 
-    models = command("models", lambda config, args: args.models_command(config, args), "build model archives")
-    model_commands = models.add_subparsers(title="models commands", required=True, metavar="ACTION")
-    build = model_commands.add_parser("build", help="archive the CIFAR-10 ResNets as .mar files in model-store/")
-    build.set_defaults(models_command=cmd_models_build)
+    models = command("models", lambda config, args: args.models_command(config, args), "manage model versions")
+    actions = models.add_subparsers(title="actions", required=True, metavar="ACTION")
+
+    def action(name: str, handler, help: str, *arguments: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help, description=help)
+        sub.set_defaults(models_command=handler)
+        for argument in arguments:
+            sub.add_argument(argument)
+        return sub
+
+    build = action("build", cmd_models_build, "archive CIFAR-10 ResNets as versioned .mar files in model-store/")
     build.add_argument("archs", nargs="*", default=["resnet20", "resnet32", "resnet44", "resnet56"])
     build.add_argument("--force", action="store_true", help="rebuild archives that exist")
+    action("list", cmd_models_list, "list registered models and versions")
+    action("register", cmd_models_register, "register MODEL VERSION from model-store/ and warm it up", "model", "version")
+    action("set-default", cmd_models_set_default, "make VERSION the default of MODEL", "model", "version")
+    scale = action("scale", cmd_models_scale, "set the number of workers of a version", "model", "version")
+    scale.add_argument("--workers", type=int, required=True, help="workers (minimum and maximum)")
+    action("unregister", cmd_models_unregister, "retire a version (not the default one)", "model", "version")
+
+    results = command("results", lambda config, args: args.results_command(config, args), "query stored results")
+    queries = results.add_subparsers(title="queries", required=True, metavar="QUERY")
+    accuracy = queries.add_parser("accuracy", help="accuracy and count per model version, against ground_truth")
+    accuracy.set_defaults(results_command=cmd_results_accuracy)
+    accuracy.add_argument("--producer-id", help="only the images of this producer")
 
     from dashboard.cli import register as register_dashboard
     from loadtest.cli import register as register_loadtest
@@ -154,6 +173,57 @@ def cmd_models_build(config: Config, args) -> None:
 
     for arch in args.archs:
         print(build_archive(config, arch, force=args.force))
+
+
+def cmd_models_list(config: Config, args) -> None:
+    from iotpipe.torchserve import ManagementClient
+
+    management = ManagementClient(config)
+    print(f"{'model':<18} {'version':<9} {'default':<8} {'workers':>7} {'batch':>6} {'delay ms':>9}  archive")
+    for name in management.models():
+        for v in management.versions(name):
+            default = "yes" if v.is_default else ""
+            print(
+                f"{v.name:<18} {v.version:<9} {default:<8} {v.workers:>7} {v.batch_size:>6} {v.max_batch_delay:>9}"
+                f"  {v.archive}"
+            )
+
+
+def cmd_models_register(config: Config, args) -> None:
+    from stack.models import register_version
+
+    register_version(config, args.model, args.version)
+    print(f"registered and warmed up {args.model} {args.version}")
+
+
+def cmd_models_set_default(config: Config, args) -> None:
+    from iotpipe.torchserve import ManagementClient
+
+    ManagementClient(config).set_default(args.model, args.version)
+    print(f"{args.model} {args.version} is the default version")
+
+
+def cmd_models_scale(config: Config, args) -> None:
+    from iotpipe.torchserve import ManagementClient
+
+    ManagementClient(config).scale(args.model, args.version, args.workers)
+    print(f"{args.model} {args.version} has {args.workers} worker(s)")
+
+
+def cmd_models_unregister(config: Config, args) -> None:
+    from iotpipe.torchserve import ManagementClient
+
+    ManagementClient(config).unregister(args.model, args.version)
+    print(f"unregistered {args.model} {args.version}")
+
+
+def cmd_results_accuracy(config: Config, args) -> None:
+    from iotpipe import couch
+
+    rows = couch.accuracy_by_version(couch.database(config), producer_id=args.producer_id)
+    print(f"{'model version':<14} {'images':>7} {'correct':>8} {'accuracy':>9}")
+    for version, (count, correct) in sorted(rows.items()):
+        print(f"{version:<14} {count:>7} {correct:>8} {correct / count:>9.2%}")
 
 
 if __name__ == "__main__":

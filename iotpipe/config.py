@@ -40,6 +40,11 @@ class Config:
     grpc_management_port: int = 7071
     model_name: str = "cifar10-resnet"
     model_arch: str = "resnet20"
+    # Empty: TorchServe's default version answers (and a set-default switches the bridge live).
+    model_version: str = ""
+    canary_version: str = ""
+    canary_share: float = 0.0
+    inference_protocol: str = "torchserve"
     batch_size: int = 16
     max_batch_delay: int = 2
     # Intra-op threads of each TorchServe worker (OMP_NUM_THREADS). On a small machine that also

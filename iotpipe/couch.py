@@ -57,14 +57,45 @@ def server(config: Config) -> couchdb.Server:
     return couchdb.Server(url)
 
 
+# A view counts, per model version and producer, the images and how many were labelled right.
+DESIGN = {
+    "_id": "_design/iotpipe",
+    "language": "javascript",
+    "views": {
+        "accuracy": {
+            "map": (
+                "function (doc) { if (doc.model_version && doc.ground_truth) "
+                "{ emit([doc.model_version, doc.producer_id], doc.label === doc.ground_truth ? 1 : 0); } }"
+            ),
+            "reduce": "_stats",
+        }
+    },
+}
+
+
 def database(config: Config, create: bool = False) -> couchdb.Database:
-    """The results database; ``create`` makes it, and its Mango index by producer, where missing."""
+    """The results database; ``create`` makes it, its Mango index and its views where missing."""
     couch = server(config)
     if create and config.couchdb_database not in couch:
         with contextlib.suppress(couchdb.PreconditionFailed):
             couch.create(config.couchdb_database)
-        couch[config.couchdb_database].index()["by-producer", "by-producer"] = ["producer_id"]
-    return couch[config.couchdb_database]
+    db = couch[config.couchdb_database]
+    if create and DESIGN["_id"] not in db:
+        db.index()["by-producer", "by-producer"] = ["producer_id"]
+        with contextlib.suppress(couchdb.ResourceConflict):
+            db.save(dict(DESIGN))
+    return db
+
+
+def accuracy_by_version(db: couchdb.Database, producer_id: str | None = None) -> dict[str, tuple[int, int]]:
+    """(images, correct) per model version, over all images with a ground truth (or one producer's)."""
+    totals: dict[str, tuple[int, int]] = {}
+    for row in db.view("iotpipe/accuracy", group=True):
+        version, producer = row.key
+        if producer_id is None or producer == producer_id:
+            count, correct = totals.get(version, (0, 0))
+            totals[version] = (count + int(row.value["count"]), correct + int(row.value["sum"]))
+    return totals
 
 
 def results_of(db: couchdb.Database, producer_id: str, fields: list[str] | None = None) -> list[dict]:

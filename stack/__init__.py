@@ -20,7 +20,7 @@ import requests
 from iotpipe import couch
 from iotpipe import kafka as kafka_helpers
 from iotpipe.config import Config
-from iotpipe.torchserve import bearer
+from iotpipe.torchserve import ManagementClient, ManagementError, bearer
 from stack.models import archive_name, build_archive, model_version
 from stack.process import Service, StackError
 
@@ -211,28 +211,15 @@ class Stack:
             )
         )
 
-    def management_headers(self) -> dict[str, str]:
-        return bearer(self.config.key_file, "management")
-
     def _register_model(self) -> None:
-        url = f"{self.config.management_url}/models"
+        management = ManagementClient(self.config)
         name, version = self.config.model_name, model_version(self.config.model_arch)
-        listed = requests.get(f"{url}/{name}/all", headers=self.management_headers(), timeout=10)
-        if listed.ok and any(entry.get("modelVersion") == version for entry in listed.json()):
+        if name in management.models() and any(v.version == version for v in management.versions(name)):
             return
-        params = {
-            "url": archive_name(self.config, self.config.model_arch),
-            "batch_size": self.config.batch_size,
-            "max_batch_delay": self.config.max_batch_delay,
-            "initial_workers": 1,
-            "synchronous": "true",
-        }
-        response = requests.post(url, params=params, headers=self.management_headers(), timeout=300)
-        if not response.ok:
-            raise StackError(
-                f"registering {name} {version} with TorchServe failed ({response.status_code}): {response.text}; "
-                f"see {self.state / 'logs' / 'model_log.log'}"
-            )
+        try:
+            management.register(archive_name(self.config, self.config.model_arch))
+        except ManagementError as error:
+            raise StackError(f"{error}; see {self.state / 'logs' / 'model_log.log'}") from None
 
     # -- bridge and consumer ----------------------------------------------------------------
 

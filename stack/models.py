@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
+import requests
+from PIL import Image
+
 from iotpipe.config import Config
+from iotpipe.torchserve import ManagementClient, bearer
 from stack.process import StackError
 
 HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
@@ -20,7 +27,10 @@ CHECKPOINTS = {
     "resnet56": "resnet56-4bfd9763.th",
 }
 CHECKPOINT_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
+# Bump when the handler changes, so that a new archive gets a new version.
 BUILD = 1
+MANIFEST = "MAR-INF/MANIFEST.json"
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def model_version(arch: str) -> str:
@@ -30,6 +40,36 @@ def model_version(arch: str) -> str:
 
 def archive_name(config: Config, arch: str) -> str:
     return f"{config.model_name}-{model_version(arch)}.mar"
+
+
+def arch_of_version(version: str) -> str:
+    """The ResNet an archive version was built from: 56.1 -> resnet56."""
+    arch = f"resnet{version.split('.')[0]}"
+    if arch not in CHECKPOINTS:
+        known = ", ".join(model_version(a) for a in CHECKPOINTS)
+        raise StackError(f"version {version!r} names no known model; versions are <depth>.<build>, e.g. {known}")
+    return arch
+
+
+def register_version(config: Config, name: str, version: str) -> None:
+    """Register NAME VERSION from the model store (building its archive if needed) and warm it up."""
+    archive = config.model_store / f"{name}-{version}.mar"
+    if not archive.exists():
+        if name != config.model_name:
+            raise StackError(f"{archive} does not exist; put the archive of {name} {version} in {config.model_store}")
+        build_archive(config, arch_of_version(version))
+    ManagementClient(config).register(archive.name)
+    warm_up(config, name, version)
+
+
+def warm_up(config: Config, name: str, version: str) -> None:
+    """One inference on the new version, so the first real image does not pay for loading."""
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(image, format="PNG")
+    url = f"{config.inference_url}/predictions/{name}/{version}"
+    response = requests.post(url, data=image.getvalue(), headers=bearer(config.key_file, "inference"), timeout=60)
+    if not response.ok:
+        raise StackError(f"warm-up of {name} {version} failed ({response.status_code}): {response.text[:300]}")
 
 
 def checkpoint_path(config: Config, arch: str) -> Path:
@@ -88,5 +128,22 @@ def build_archive(config: Config, arch: str, force: bool = False) -> Path:
         if result.returncode != 0:
             raise StackError(f"torch-model-archiver failed for {arch}:\n{result.stderr[-2000:]}")
         config.model_store.mkdir(parents=True, exist_ok=True)
-        shutil.move(staging / f"{config.model_name}.mar", target)
+        normalize_archive(staging / f"{config.model_name}.mar", target)
     return target
+
+
+def normalize_archive(source: Path, target: Path) -> None:
+    """Rewrite a .mar reproducibly: sorted entries, fixed timestamps, no build date in the manifest.
+
+    The same handler and checkpoint then give a byte-identical archive, so its sha256 names a build.
+    """
+    with zipfile.ZipFile(source) as archive:
+        entries = {info.filename: archive.read(info) for info in archive.infolist() if not info.is_dir()}
+    manifest = json.loads(entries[MANIFEST])
+    manifest.pop("createdOn", None)
+    entries[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name], compress_type=zipfile.ZIP_DEFLATED)

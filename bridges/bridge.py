@@ -6,24 +6,27 @@ rest are sent to TorchServe ``images_per_request`` images per HTTP request, seve
 at once, so that TorchServe's dynamic batching fills its batches. Offsets are committed only
 after every result and dead letter of the micro-batch has been acknowledged by Kafka, so a
 crash replays the batch instead of losing it (the consumer's writes are idempotent).
+
+Which model version answers: TorchServe's default version (so `iotpipe models set-default`
+switches the bridge without a restart), or the version pinned by ``IOTPIPE_MODEL_VERSION``;
+with ``IOTPIPE_CANARY_VERSION`` and ``IOTPIPE_CANARY_SHARE``, that share of the images (chosen
+by a hash of the image id, so a replay goes the same way) goes to the canary version.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from pathlib import Path
 
-import requests
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
+from bridges.clients import InferenceClient, InferenceUnavailable, client_for
 from iotpipe import kafka
 from iotpipe.config import Config
 from iotpipe.service import retry_until_done, serve_metrics
-from iotpipe.torchserve import bearer
 from iotpipe.wire import ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
 
 log = logging.getLogger("iotpipe.bridge")
@@ -42,58 +45,6 @@ INFERENCE_SECONDS = Histogram(
 LAG = Gauge("iotpipe_bridge_consumer_lag", "Records not yet taken from iot-images")
 
 
-class InferenceUnavailable(RuntimeError):
-    """TorchServe did not answer a request; the batch is retried, not dropped."""
-
-
-class TorchServeClient:
-    """TorchServe's native inference API, ``images_per_request`` images per multipart request."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.url = f"{config.inference_url}/predictions/{config.model_name}"
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=config.inference_concurrency)
-        self._headers = bearer(config.key_file, "inference")
-
-    def predict(self, images: Sequence[ImageEvent]) -> list[dict]:
-        """One prediction (or ``{"error": reason}``) per image, in order."""
-        size = self.config.images_per_request
-        chunks = [images[start : start + size] for start in range(0, len(images), size)]
-        answers = self._pool.map(self._post, chunks)
-        return [prediction for answer in answers for prediction in answer]
-
-    def _post(self, chunk: Sequence[ImageEvent]) -> list[dict]:
-        files = [(f"image{i}", (event.id, event.data, event.content_type)) for i, event in enumerate(chunk)]
-        for attempt in range(2):
-            try:
-                response = self._session().post(
-                    self.url, files=files, headers=self._headers, timeout=self.config.request_timeout_s
-                )
-            except requests.RequestException as error:
-                raise InferenceUnavailable(f"TorchServe at {self.url} did not answer: {error}") from None
-            if attempt == 0 and "Token Authorization failed" in response.text:
-                self._headers = bearer(self.config.key_file, "inference")  # keys were regenerated
-                continue
-            break
-        if not response.ok:
-            raise InferenceUnavailable(
-                f"TorchServe at {self.url} answered {response.status_code}: {response.text[:300]}"
-            )
-        answer = response.json()
-        if not isinstance(answer, list) or len(answer) != len(chunk):
-            raise InferenceUnavailable(f"TorchServe answered {len(chunk)} images with {answer!r:.300}")
-        return answer
-
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        return self._local.session
-
-    def close(self) -> None:
-        self._pool.shutdown()
-
-
 class Bridge:
     def __init__(self, config: Config, ready_file: Path | None = None) -> None:
         self.config = config
@@ -104,7 +55,7 @@ class Bridge:
         serve_metrics(self.config.bridge_metrics_port)
         consumer = kafka.consumer(self.config, self.config.images_topic, group_id=self.config.bridge_group_id)
         producer = kafka.producer(self.config)
-        client = TorchServeClient(self.config)
+        client = client_for(self.config)
         log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
         try:
             kafka.process_batches(
@@ -119,7 +70,7 @@ class Bridge:
             producer.close()
             consumer.close()
 
-    def _process(self, records: list[ConsumerRecord], client: TorchServeClient, producer) -> None:
+    def _process(self, records: list[ConsumerRecord], client: InferenceClient, producer) -> None:
         received_at = now_iso()
         events: list[ImageEvent] = []
         for record in records:
@@ -130,7 +81,7 @@ class Bridge:
         BATCH_SIZE.observe(len(events))
         with INFERENCE_SECONDS.time():
             predictions = retry_until_done(
-                lambda: client.predict(events) if events else [], (InferenceUnavailable,), self.stopping, log
+                lambda: self._predict(client, events), (InferenceUnavailable,), self.stopping, log
             )
         inferred_at = now_iso()
         for event, result in zip(events, predictions, strict=True):
@@ -157,6 +108,24 @@ class Bridge:
             producer.send(self.config.predictions_topic, key=key, value=value, headers=headers)
             RECORDS.labels("predicted").inc()
         producer.flush()
+
+    def _predict(self, client: InferenceClient, events: list[ImageEvent]) -> list[dict]:
+        """Predictions in the order of ``events``, each image sent to the version it is routed to."""
+        routes: dict[str | None, list[int]] = {}
+        for index, event in enumerate(events):
+            routes.setdefault(self.version_for(event.id), []).append(index)
+        predictions: list[dict] = [{}] * len(events)
+        for version, indices in routes.items():
+            for index, prediction in zip(indices, client.predict([events[i] for i in indices], version), strict=True):
+                predictions[index] = prediction
+        return predictions
+
+    def version_for(self, image_id: str) -> str | None:
+        """The canary version for ``canary_share`` of the images, else the pinned (or default) one."""
+        config = self.config
+        if config.canary_version and zlib.crc32(image_id.encode()) / 2**32 < config.canary_share:
+            return config.canary_version
+        return config.model_version or None
 
     def _dead_letter(self, producer, key, value, headers, reason: str) -> None:
         log.warning("dead letter: %s", reason)
