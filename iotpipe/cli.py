@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("archs", nargs="*", default=["resnet20", "resnet32", "resnet44", "resnet56"])
     build.add_argument("--force", action="store_true", help="rebuild archives that exist")
     action("list", cmd_models_list, "list registered models and versions")
-    action("register", cmd_models_register, "register MODEL VERSION from model-store/ and warm it up", "model", "version")
+    action(
+        "register", cmd_models_register, "register MODEL VERSION from model-store/ and warm it up", "model", "version"
+    )
     action("set-default", cmd_models_set_default, "make VERSION the default of MODEL", "model", "version")
     scale = action("scale", cmd_models_scale, "set the number of workers of a version", "model", "version")
     scale.add_argument("--workers", type=int, required=True, help="workers (minimum and maximum)")

@@ -58,7 +58,9 @@ class Config:
     couchdb_url: str = "http://127.0.0.1:5984"
     couchdb_database: str = "iot_results"
     couchdb_user: str = "admin"
+    # Empty: read from couchdb_password_file, which `iotpipe up` fills with a random password.
     couchdb_password: str = ""
+    couchdb_password_file: Path | None = None
     # Observability: Prometheus endpoints of the services, and the dashboard page
     bridge_metrics_port: int = 9101
     consumer_metrics_port: int = 9102
@@ -79,7 +81,10 @@ class Config:
             if raw is not None:
                 values[field.name] = _parse(field, raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
-        return cls(**values)
+        config = cls(**values)
+        if not config.couchdb_password and config.couchdb_secret_file.is_file():
+            config = config.replace(couchdb_password=config.couchdb_secret_file.read_text().strip())
+        return config
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -91,6 +96,10 @@ class Config:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def couchdb_secret_file(self) -> Path:
+        return self.couchdb_password_file or self.state_dir / "secrets" / "couchdb_password"
 
     @property
     def key_file(self) -> Path:

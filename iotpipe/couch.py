@@ -80,6 +80,9 @@ def database(config: Config, create: bool = False) -> couchdb.Database:
         with contextlib.suppress(couchdb.PreconditionFailed):
             couch.create(config.couchdb_database)
     db = couch[config.couchdb_database]
+    if create and config.couchdb_credentials:
+        members = {"names": [config.couchdb_user], "roles": ["_admin"]}
+        db.security = {"admins": members, "members": members}  # no anonymous reads or writes
     if create and DESIGN["_id"] not in db:
         db.index()["by-producer", "by-producer"] = ["producer_id"]
         with contextlib.suppress(couchdb.ResourceConflict):

@@ -7,6 +7,8 @@ healthy, registers the model, creates the topics and the database, and returns.
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import socket
 import subprocess
@@ -73,7 +75,8 @@ class Stack:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def up(self, progress=print) -> None:
+    def up(self, progress=print) -> Config:
+        """Start what is not running; returns the configuration with the CouchDB credentials filled in."""
         self._check_installed()
         progress("kafka: starting")
         self._format_kafka_storage()
@@ -81,6 +84,7 @@ class Stack:
         kafka_helpers.ensure_topics(self.config)
         progress("couchdb: starting")
         self.couchdb.start()
+        self.config = self._secure_couchdb()
         couch.database(self.config, create=True)
         progress(f"torchserve: building {archive_name(self.config, self.config.model_arch)}")
         build_archive(self.config, self.config.model_arch)
@@ -92,12 +96,14 @@ class Stack:
             progress(f"{service.name}: starting")
             service.start()
         progress("stack is up")
+        return self.config
 
     def down(self, purge: bool = False) -> list[str]:
         stopped = [service.name for service in reversed(self.services) if service.stop()]
         if purge:
             shutil.rmtree(self.state / "data", ignore_errors=True)
             shutil.rmtree(self.state / "logs", ignore_errors=True)
+            shutil.rmtree(self.state / "secrets", ignore_errors=True)
         return stopped
 
     def status(self) -> list[ComponentStatus]:
@@ -159,6 +165,36 @@ class Stack:
             state_dir=self.state,
             cwd=data,
         )
+
+    def _secure_couchdb(self) -> Config:
+        """End CouchDB's "admin party": create the admin with a password that is never committed.
+
+        The password is IOTPIPE_COUCHDB_PASSWORD, or else a random one that this first start
+        writes to the secret file (mode 0600) where every client reads it.
+        """
+        config = self.config
+        if not config.couchdb_password:
+            secret = config.couchdb_secret_file
+            secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            secret.write_text(secrets.token_urlsafe(24))
+            secret.chmod(0o600)
+            config = config.replace(couchdb_password=secret.read_text())
+        admins = requests.get(f"{config.couchdb_url}/_config/admins", timeout=10)
+        if admins.ok and config.couchdb_user not in admins.json():  # admin party: anyone is admin
+            created = requests.put(
+                f"{config.couchdb_url}/_config/admins/{config.couchdb_user}",
+                data=json.dumps(config.couchdb_password),
+                timeout=10,
+            )
+            if not created.ok:
+                raise StackError(f"could not create the CouchDB admin: {created.status_code} {created.text}")
+        session = requests.get(f"{config.couchdb_url}/_session", auth=config.couchdb_credentials, timeout=10)
+        if not session.ok or "_admin" not in session.json().get("userCtx", {}).get("roles", []):
+            raise StackError(
+                f"CouchDB at {config.couchdb_url} refuses admin {config.couchdb_user!r} with the configured password; "
+                f"set IOTPIPE_COUCHDB_PASSWORD, or purge the stack to start over (`iotpipe down --purge`)"
+            )
+        return config
 
     # -- TorchServe --------------------------------------------------------------------------
 

@@ -50,8 +50,7 @@ def stack(config: Config):
     test_stack = Stack(config)
     test_stack.down(purge=True)
     try:
-        test_stack.up(progress=lambda line: print(f"[test stack] {line}"))
-        yield config
+        yield test_stack.up(progress=lambda line: print(f"[test stack] {line}"))
     finally:
         test_stack.down(purge=True)
         for name, value in saved.items():

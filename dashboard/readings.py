@@ -1,0 +1,334 @@
+"""What the dashboard shows, read from CouchDB's HTTP API and the services' metrics.
+
+CouchDB holds the truth about stored images: how many (``doc_count``), the latest ones (a Mango
+query sorted on ``stored_at``, with its index), their end-to-end latency (``stored_at -
+sent_at``), and accuracy per model version (a map/reduce view with the built-in ``_count``).
+The metrics pages add what only the services know: lag and dead letters. Anything that does
+not answer reads as None ("n/a" on the page); nothing here raises for an outage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from http.client import HTTPException
+from urllib.parse import quote
+
+import numpy as np
+import requests
+
+from dashboard.metrics import Scrape, scrape, total
+from iotpipe.config import Config
+from iotpipe.wire import parse_time
+
+LATEST = 12  # images on the page
+LATENCY_WINDOW_S = 60.0  # latency percentiles over the documents stored this recently...
+LATENCY_SAMPLE = 300  # ...at most this many of them, the latest
+THROUGHPUT_WINDOW_S = 5.0  # images stored per second, over about this long
+# PouchDB Server reduces a view at query time, over every row: a database of 100k images takes
+# seconds. The accuracy is read again after ACCURACY_EVERY_S, or after ten times the last
+# query's duration if longer, so that it costs CouchDB at most a tenth of one core.
+ACCURACY_EVERY_S = 5.0
+COUCHDB_TIMEOUT_S = 5.0
+VIEW_TIMEOUT_S = 60.0  # the first query builds the view over every document stored so far
+METRICS_TIMEOUT_S = 1.0
+
+# Queries the dashboard needs, created in the results database on first use (both idempotent).
+STORED_AT_INDEX = {
+    "index": {"fields": ["stored_at"]},
+    "ddoc": "dashboard-stored-at",
+    "name": "by-stored-at",
+    "type": "json",
+}
+DESIGN_ID = "_design/dashboard"
+ACCURACY_MAP = """function (doc) {
+  if (doc.model_version && doc.ground_truth && doc.label) {
+    emit([doc.model, doc.model_version, doc.label === doc.ground_truth], null);
+  }
+}"""
+DESIGN = {"language": "javascript", "views": {"accuracy": {"map": ACCURACY_MAP, "reduce": "_count"}}}
+LATEST_FIELDS = ["_id", "producer_id", "subject", "ground_truth", "label", "scores", "model", "model_version"]
+LATEST_FIELDS += ["sent_at", "stored_at"]
+
+Errors = (requests.RequestException, OSError, HTTPException, ValueError, KeyError)
+
+
+class CouchUnavailable(RuntimeError):
+    """CouchDB did not answer, or not as its HTTP API says."""
+
+
+class Readings:
+    """Thread-safe: the dashboard's HTTP server calls it from one thread per request."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.database_url = f"{config.couchdb_url.rstrip('/')}/{quote(config.couchdb_database, safe='')}"
+        self.bridge_metrics_url = f"http://127.0.0.1:{config.bridge_metrics_port}/metrics"
+        self.consumer_metrics_url = f"http://127.0.0.1:{config.consumer_metrics_port}/metrics"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._setup_lock = threading.Lock()
+        self._queries_ready = False
+        self._stored: deque[tuple[float, int]] = deque()  # (monotonic time, images stored) samples
+        self._accuracy_lock = threading.Lock()
+        self._accuracy: dict | None = None
+        self._accuracy_due = 0.0
+
+    # -- the page's three JSON endpoints
+
+    def stats(self) -> dict:
+        """Throughput, stored count, latency percentiles, lag and dead letters; None where unknown."""
+        bridge = scrape(self.bridge_metrics_url, METRICS_TIMEOUT_S)
+        consumer = scrape(self.consumer_metrics_url, METRICS_TIMEOUT_S)
+        stored = latency = None
+        couchdb_error = None
+        try:
+            stored = self.stored_count()
+            latency = self.latency()
+        except CouchUnavailable as error:
+            couchdb_error = str(error)
+        return {
+            "database": self.config.couchdb_database,
+            "stored": stored,
+            "throughput": self.throughput(stored),
+            "throughput_window_s": THROUGHPUT_WINDOW_S,
+            "latency": latency,
+            "couchdb_error": couchdb_error,
+            "lag": _lag(bridge, consumer),
+            "dead_letters": _dead_letters(bridge, consumer),
+            "bridge": _bridge(bridge),
+            "consumer": _consumer(consumer),
+        }
+
+    def latest(self, limit: int = LATEST) -> dict:
+        """The last ``limit`` stored images, newest first, with their labels and latency."""
+        try:
+            documents = self._find({"stored_at": {"$gt": None}}, limit, LATEST_FIELDS)
+        except CouchUnavailable as error:
+            return {"images": None, "couchdb_error": str(error)}
+        return {"images": [_image(document) for document in documents], "couchdb_error": None}
+
+    def accuracy(self) -> dict:
+        """Share of stored images whose label is their ground truth, per model and version.
+
+        One query at a time, its answer reused until it is due again (see ACCURACY_EVERY_S).
+        """
+        with self._accuracy_lock:
+            if self._accuracy is not None and time.monotonic() < self._accuracy_due:
+                return self._accuracy
+            started = time.monotonic()
+            try:
+                self._ensure_queries()
+                view = self._get(f"{DESIGN_ID}/_view/accuracy", {"group_level": 3}, timeout_s=VIEW_TIMEOUT_S)
+                versions = accuracy_by_version(view.json()["rows"])
+            except CouchUnavailable as error:
+                return {"versions": None, "as_of": None, "couchdb_error": str(error)}
+            except Errors as error:
+                self._queries_ready = False  # a database created anew has lost its view: make it again
+                return {"versions": None, "as_of": None, "couchdb_error": f"CouchDB view {DESIGN_ID}/accuracy: {error}"}
+            finished = time.monotonic()
+            self._accuracy = {"versions": versions, "as_of": iso(datetime.now(UTC)), "couchdb_error": None}
+            self._accuracy_due = finished + max(ACCURACY_EVERY_S, 10 * (finished - started))
+            return self._accuracy
+
+    def image(self, image_id: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) of an image's attachment, or None if there is none."""
+        try:
+            response = self._session().get(
+                f"{self.database_url}/{quote(image_id, safe='')}/image", timeout=COUCHDB_TIMEOUT_S
+            )
+        except Errors as error:
+            raise CouchUnavailable(f"CouchDB at {self.config.couchdb_url}: {error}") from error
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise CouchUnavailable(f"CouchDB answered {response.status_code} for image {image_id}")
+        return response.content, response.headers.get("Content-Type", "application/octet-stream")
+
+    # -- the numbers
+
+    def stored_count(self) -> int:
+        """Documents in the results database, design documents (indexes, views) left out."""
+        info = self._get("").json()
+        design = self._get("_all_docs", params={"startkey": '"_design/"', "endkey": '"_design0"'}).json()
+        return int(info["doc_count"]) - len(design["rows"])
+
+    def throughput(self, stored: int | None, now: float | None = None) -> float | None:
+        """Images stored per second over the last ~THROUGHPUT_WINDOW_S, from the counts seen so far."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if stored is not None:
+                self._stored.append((now, stored))
+            return stored_per_second(self._stored, now, THROUGHPUT_WINDOW_S)
+
+    def latency(self) -> dict:
+        """p50 and p95 of stored_at - sent_at over the latest documents stored in the last minute."""
+        since = iso(datetime.now(UTC) - timedelta(seconds=LATENCY_WINDOW_S))
+        documents = self._find({"stored_at": {"$gt": since}}, LATENCY_SAMPLE, ["sent_at", "stored_at"])
+        return latency_summary(documents, LATENCY_WINDOW_S)
+
+    # -- CouchDB's HTTP API
+
+    def _find(self, selector: dict, limit: int, fields: list[str]) -> list[dict]:
+        self._ensure_queries()
+        query = {"selector": selector, "sort": [{"stored_at": "desc"}], "limit": limit, "fields": fields}
+        try:
+            return self._post("_find", query).json()["docs"]
+        except Errors as error:
+            self._queries_ready = False  # a database created anew has lost its index: make it again
+            raise CouchUnavailable(f"CouchDB _find on {self.config.couchdb_database}: {error}") from error
+
+    def _ensure_queries(self) -> None:
+        """The Mango index on stored_at and the accuracy view, created once (retried while CouchDB is down)."""
+        if self._queries_ready:
+            return
+        with self._setup_lock:
+            if self._queries_ready:
+                return
+            try:
+                self._post("_index", STORED_AT_INDEX)
+                response = self._get(DESIGN_ID, missing_ok=True)
+                current = response.json() if response.status_code == 200 else {}
+                if current.get("views") != DESIGN["views"]:
+                    revision = {"_rev": current["_rev"]} if "_rev" in current else {}
+                    self._put(DESIGN_ID, {**DESIGN, **revision})
+            except Errors as error:
+                raise CouchUnavailable(
+                    f"CouchDB at {self.config.couchdb_url}, database {self.config.couchdb_database}: {error}; "
+                    "is the stack up (`iotpipe status`)?"
+                ) from error
+            self._queries_ready = True
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.auth = self.config.couchdb_credentials
+        return session
+
+    def _get(
+        self, path: str, params: dict | None = None, missing_ok: bool = False, timeout_s: float = COUCHDB_TIMEOUT_S
+    ) -> requests.Response:
+        url = f"{self.database_url}/{path}" if path else self.database_url
+        try:
+            response = self._session().get(url, params=params, timeout=timeout_s)
+        except Errors as error:
+            raise CouchUnavailable(f"CouchDB at {self.config.couchdb_url}: {error}") from error
+        if not (response.ok or (missing_ok and response.status_code == 404)):
+            raise CouchUnavailable(f"CouchDB answered {response.status_code} to GET {url}: {response.text[:200]}")
+        return response
+
+    def _post(self, path: str, body: dict) -> requests.Response:
+        response = self._session().post(f"{self.database_url}/{path}", json=body, timeout=COUCHDB_TIMEOUT_S)
+        response.raise_for_status()
+        return response
+
+    def _put(self, path: str, body: dict) -> requests.Response:
+        response = self._session().put(f"{self.database_url}/{path}", json=body, timeout=COUCHDB_TIMEOUT_S)
+        response.raise_for_status()
+        return response
+
+
+# -- pure helpers (unit-tested)
+
+
+def iso(moment: datetime) -> str:
+    """The timestamp format of the documents (``...T07:58:27.167323Z``), which sorts as text."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def stored_per_second(samples: deque[tuple[float, int]], now: float, window_s: float) -> float | None:
+    """Rate between the latest sample and the newest one at least ``window_s`` older (else the oldest).
+
+    Samples older than needed are dropped from ``samples``. None until two samples half a second apart.
+    """
+    while len(samples) > 2 and samples[1][0] <= now - window_s:
+        samples.popleft()
+    if len(samples) < 2:
+        return None
+    (then, before), (last, after) = samples[0], samples[-1]
+    if last - then < 0.5:
+        return None
+    return max(after - before, 0) / (last - then)
+
+
+def latency_summary(documents: list[dict], window_s: float) -> dict:
+    """p50/p95 of stored_at - sent_at (seconds) of ``documents``; None values when there are none."""
+    latencies = [latency for latency in map(end_to_end, documents) if latency is not None]
+    if not latencies:
+        return {"p50": None, "p95": None, "count": 0, "window_s": window_s}
+    p50, p95 = (float(p) for p in np.percentile(np.asarray(latencies), [50, 95]))
+    return {"p50": p50, "p95": p95, "count": len(latencies), "window_s": window_s}
+
+
+def accuracy_by_version(rows: list[dict]) -> list[dict]:
+    """Rows of the accuracy view (key [model, version, correct], value count) per model and version."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        model, version, correct = row["key"]
+        tally = counts.setdefault((model or "", str(version)), [0, 0])
+        tally[0] += row["value"] if correct else 0
+        tally[1] += row["value"]
+    return [
+        {"model": model, "model_version": version, "correct": right, "total": seen, "accuracy": right / seen}
+        for (model, version), (right, seen) in sorted(counts.items())
+        if seen
+    ]
+
+
+def end_to_end(document: dict) -> float | None:
+    """stored_at - sent_at in seconds; None for a document without both timestamps."""
+    try:
+        return parse_time(document["stored_at"]) - parse_time(document["sent_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _image(document: dict) -> dict:
+    return {
+        "id": document["_id"],
+        "url": f"images/{quote(document['_id'], safe='')}",
+        "producer_id": document.get("producer_id"),
+        "subject": document.get("subject"),
+        "ground_truth": document.get("ground_truth"),
+        "label": document.get("label"),
+        "score": (document.get("scores") or {}).get(document.get("label")),
+        "model_version": document.get("model_version"),
+        "stored_at": document.get("stored_at"),
+        "latency_s": end_to_end(document),
+    }
+
+
+def _lag(bridge: Scrape | None, consumer: Scrape | None) -> dict:
+    bridge_lag = bridge.value("iotpipe_bridge_consumer_lag") if bridge else None
+    consumer_lag = consumer.value("iotpipe_consumer_lag") if consumer else None
+    return {"bridge": bridge_lag, "consumer": consumer_lag, "total": total([bridge_lag, consumer_lag])}
+
+
+def _dead_letters(bridge: Scrape | None, consumer: Scrape | None) -> dict:
+    from_bridge = bridge.value("iotpipe_bridge_records_total", outcome="dead_letter") if bridge else None
+    from_consumer = consumer.value("iotpipe_consumer_documents_total", outcome="dead_letter") if consumer else None
+    return {"bridge": from_bridge, "consumer": from_consumer, "total": total([from_bridge, from_consumer])}
+
+
+def _bridge(bridge: Scrape | None) -> dict | None:
+    if bridge is None:
+        return None
+    return {
+        "predicted": bridge.value("iotpipe_bridge_records_total", outcome="predicted"),
+        "batch_size_mean": bridge.mean("iotpipe_bridge_batch_size"),
+        "inference_s_mean": bridge.mean("iotpipe_bridge_inference_seconds"),
+    }
+
+
+def _consumer(consumer: Scrape | None) -> dict | None:
+    if consumer is None:
+        return None
+    return {
+        "stored": consumer.value("iotpipe_consumer_documents_total", outcome="stored"),
+        "already_stored": consumer.value("iotpipe_consumer_documents_total", outcome="already_stored"),
+        "write_s_mean": consumer.mean("iotpipe_consumer_write_seconds"),
+        "end_to_end_s_mean": consumer.mean("iotpipe_end_to_end_seconds"),
+    }
