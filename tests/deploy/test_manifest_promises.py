@@ -1,0 +1,356 @@
+"""What k8s/ promises, read off the rendered manifests of base, dev and prod."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iotpipe.config import Config
+from tests.deploy.conftest import K8S, OVERLAYS, find, pod_specs, with_components
+
+ALL = ["base", *OVERLAYS]
+DEFAULTS = Config()
+# The images this project builds (docker/<name>/Dockerfile); the others are upstream images.
+OWN_IMAGES = {"torchserve", "bridge", "consumer", "producer"}
+# Upstream images whose entrypoint writes into the image at start (k8s/README.md).
+WRITABLE_ROOT = {"couchdb"}
+# Kafka client settings that prod sets for the application and that iotpipe.config.Config does not read
+# yet (kafka-python names); the pipeline's code needs them to talk SASL_SSL (see k8s/README.md).
+PENDING_CONFIG_FIELDS = {
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "ssl_cafile",
+}
+
+
+def literal_passwords(text: str) -> list[str]:
+    """The password=... values of a text that are not ${VARIABLES} filled in from a Secret at start."""
+    values = (value.lstrip('\\"') for value in re.findall(r"password=(\S+)", text))
+    return [value for value in values if not value.startswith("${")]
+
+
+def containers(spec: dict) -> list[dict]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def kafka_properties(objects: list[dict]) -> dict[str, str]:
+    return properties(find(objects, "ConfigMap", configmap_name(objects, "kafka-config"))["data"]["server.properties"])
+
+
+def configmap_name(objects: list[dict], prefix: str) -> str:
+    """The generated (hash-suffixed) name of a ConfigMap."""
+    names = [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
+    matches = [name for name in names if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", name)]
+    assert len(matches) == 1, f"{prefix}: {names}"
+    return matches[0]
+
+
+# -- TorchServe --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_torchserve_is_probed_with_its_inference_key_and_kept_alive_on_tcp(rendered, name):
+    torchserve = find(rendered[name], "Deployment", "torchserve")["spec"]["template"]["spec"]["containers"][0]
+    assert torchserve["readinessProbe"]["exec"]["command"] == ["ts-ping"]
+    assert torchserve["startupProbe"]["exec"]["command"] == ["ts-ping"]
+    assert torchserve["livenessProbe"]["tcpSocket"]["port"] == "inference"
+    # ts-ping reads key_file.json from the working directory, where TorchServe writes it.
+    assert torchserve["workingDir"] == "/home/model-server/run"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_torchserve_management_port_is_only_reachable_inside_the_namespace(rendered, name):
+    objects = rendered[name]
+    service = find(objects, "Service", "torchserve")
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert 8081 in [port["port"] for port in service["spec"]["ports"]]
+    assert not [o for o in objects if o["kind"] in {"Ingress", "Route"}]
+    assert find(objects, "NetworkPolicy", "default-deny-ingress")["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+    }
+    rules = find(objects, "NetworkPolicy", "torchserve")["spec"]["ingress"]
+    management = [rule for rule in rules if 8081 in [port["port"] for port in rule["ports"]]]
+    assert management == [
+        {"from": [{"podSelector": {}}], "ports": [{"port": 8081, "protocol": "TCP"}, {"port": 8082, "protocol": "TCP"}]}
+    ]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bridges_read_the_inference_key_that_torchserve_publishes(rendered, name):
+    objects = rendered[name]
+    secret = find(objects, "Secret", "torchserve-inference-key")
+    assert "data" not in secret and "stringData" not in secret
+    publisher = find(objects, "Deployment", "torchserve")["spec"]["template"]["spec"]["containers"][1]
+    assert {"name": "KEY_SECRET_NAME", "value": "torchserve-inference-key"} in publisher["env"]
+    role = find(objects, "Role", "torchserve-key-publisher")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["torchserve-inference-key"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    bridge = find(objects, "Deployment", "bridge")["spec"]["template"]["spec"]
+    key_file = find(objects, "ConfigMap", configmap_name(objects, "iotpipe-config"))["data"][
+        "IOTPIPE_TORCHSERVE_KEY_FILE"
+    ]
+    volume = next(v for v in bridge["volumes"] if v.get("secret", {}).get("secretName") == "torchserve-inference-key")
+    mount = next(m for m in bridge["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert Path(key_file).parent == Path(mount["mountPath"])
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_pod_runs_as_non_root_without_capabilities_under_runtime_default_seccomp(rendered, name, tmp_path):
+    specs = pod_specs(rendered[name]) | pod_specs(with_components(name, ["latency-collector"], tmp_path))
+    problems = []
+    for where, spec in specs.items():
+        pod = spec.get("securityContext", {})
+        if pod.get("runAsNonRoot") is not True:
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: seccomp profile is not RuntimeDefault")
+        for container in containers(spec):
+            context = container.get("securityContext", {})
+            if context.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}/{container['name']}: privilege escalation allowed")
+            if context.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where}/{container['name']}: capabilities not all dropped")
+            if context.get("runAsUser", pod.get("runAsUser", 0)) == 0:
+                problems.append(f"{where}/{container['name']}: runs as uid 0")
+            writable = container["name"] in WRITABLE_ROOT
+            if context.get("readOnlyRootFilesystem") is not (not writable):
+                problems.append(f"{where}/{container['name']}: readOnlyRootFilesystem is not {not writable}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_namespace_enforces_the_restricted_pod_security_standard(rendered):
+    for name in ALL:
+        labels = find(rendered[name], "Namespace", "iotpipe")["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_secret_is_committed_with_values(rendered, name):
+    secrets = [o for o in rendered[name] if o["kind"] == "Secret"]
+    assert [s["metadata"]["name"] for s in secrets] == ["torchserve-inference-key"]
+    assert all("data" not in s and "stringData" not in s for s in secrets)
+
+
+def test_no_kustomization_generates_secrets():
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        assert "secretGenerator" not in yaml.safe_load(kustomization.read_text()), kustomization
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_credentials_reach_containers_only_from_secrets(rendered, name):
+    problems = []
+    for where, spec in pod_specs(rendered[name]).items():
+        for container in containers(spec):
+            for variable in container.get("env", []):
+                if re.search(r"PASSWORD|USER(NAME)?$", variable["name"]) and "secretKeyRef" not in variable.get(
+                    "valueFrom", {}
+                ):
+                    problems.append(f"{where}/{container['name']}: {variable['name']} is not from a Secret")
+    for configmap in (o for o in rendered[name] if o["kind"] == "ConfigMap"):
+        for key, value in configmap.get("data", {}).items():
+            if "PASSWORD" in key or literal_passwords(value):
+                problems.append(f"ConfigMap/{configmap['metadata']['name']}: {key} holds a password")
+    assert not problems, "\n".join(problems)
+
+
+# -- operations --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_container_declares_requests_and_limits(rendered, name):
+    problems = [
+        f"{where}/{container['name']}: {missing}"
+        for where, spec in pod_specs(rendered[name]).items()
+        for container in containers(spec)
+        for missing in ("requests", "limits")
+        if not {"cpu", "memory"} <= set(container.get("resources", {}).get(missing, {}))
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_object_carries_the_recommended_labels(rendered, name):
+    problems = []
+    for o in rendered[name]:
+        labels = o["metadata"].get("labels", {})
+        for label in ("app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"):
+            if label not in labels:
+                problems.append(f"{o['kind']}/{o['metadata']['name']}: no {label}")
+    for where in pod_specs(rendered[name]):
+        owner = find(rendered[name], *where.split("/"))
+        template = owner if owner["kind"] == "Pod" else owner["spec"]["template"]
+        if "app.kubernetes.io/name" not in template["metadata"]["labels"]:
+            problems.append(f"{where}: pods without app.kubernetes.io/name")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_long_running_workload_has_a_pod_disruption_budget(rendered, name):
+    objects = rendered[name]
+    budgets = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
+    for workload in (o for o in objects if o["kind"] in {"Deployment", "StatefulSet"}):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert selector in budgets, f"{workload['kind']}/{workload['metadata']['name']} has no PodDisruptionBudget"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_application_settings_are_fields_of_the_iotpipe_configuration(rendered, name):
+    fields = {field.name for field in dataclasses.fields(Config)} | PENDING_CONFIG_FIELDS
+    objects = rendered[name]
+    settings = set(find(objects, "ConfigMap", configmap_name(objects, "iotpipe-config"))["data"])
+    for spec in pod_specs(objects).values():
+        settings |= {variable["name"] for c in containers(spec) for variable in c.get("env", [])}
+    unknown = [s for s in settings if s.startswith("IOTPIPE_") and s.removeprefix("IOTPIPE_").lower() not in fields]
+    assert not unknown, f"not settings of iotpipe.config.Config: {unknown}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_topics_and_consumer_groups_are_those_of_the_configuration(rendered, name):
+    objects = rendered[name]
+    init = find(objects, "Deployment", "bridge")["spec"]["template"]["spec"]["initContainers"][0]
+    env = {variable["name"]: variable.get("value") for variable in init["env"]}
+    assert env["KAFKA_TOPICS"].split() == [
+        DEFAULTS.images_topic,
+        DEFAULTS.predictions_topic,
+        DEFAULTS.dead_letter_topic,
+        DEFAULTS.predictions_dead_letter_topic,
+    ]
+    assert int(env["KAFKA_TOPIC_PARTITIONS"]) == DEFAULTS.topic_partitions
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["base", "dev"])
+def test_development_runs_one_kafka_broker_with_replication_factor_1(rendered, name):
+    objects = rendered[name]
+    assert find(objects, "StatefulSet", "kafka")["spec"]["replicas"] == 1
+    config = kafka_properties(objects)
+    assert config["controller.quorum.voters"] == "0@kafka-0.kafka-headless:9093"
+    assert config["default.replication.factor"] == "1"
+
+
+def test_production_runs_three_kraft_brokers_with_replication_3_and_min_insync_2(rendered):
+    objects = rendered["prod"]
+    kafka = find(objects, "StatefulSet", "kafka")
+    assert kafka["spec"]["replicas"] == 3
+    assert kafka["spec"]["podManagementPolicy"] == "Parallel"
+    config = kafka_properties(objects)
+    assert config["process.roles"] == "broker,controller"
+    assert config["controller.quorum.voters"].split(",") == [f"{n}@kafka-{n}.kafka-headless:9093" for n in range(3)]
+    assert config["default.replication.factor"] == "3"
+    assert config["min.insync.replicas"] == "2"
+    assert config["offsets.topic.replication.factor"] == "3"
+    assert config["transaction.state.log.min.isr"] == "2"
+    assert config["unclean.leader.election.enable"] == "false"
+
+
+def test_production_kafka_speaks_sasl_ssl_scram_with_credentials_from_secrets(rendered):
+    objects = rendered["prod"]
+    config = kafka_properties(objects)
+    assert config["listeners"] == "SASL_SSL://:9092,CONTROLLER://:9093"
+    assert config["listener.security.protocol.map"] == "CONTROLLER:SSL,SASL_SSL:SASL_SSL"
+    assert config["inter.broker.listener.name"] == "SASL_SSL"
+    assert config["sasl.enabled.mechanisms"] == config["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert not [key for key in config if "password" in key or "jaas" in key]
+    kafka = find(objects, "StatefulSet", "kafka")["spec"]["template"]["spec"]
+    env = {variable["name"]: variable for variable in kafka["containers"][0]["env"]}
+    assert env["KAFKA_ADVERTISED_LISTENERS"]["value"].startswith("SASL_SSL://")
+    for secret_variable in ("KAFKA_SCRAM_ADMIN_PASSWORD", "KAFKA_SCRAM_CLIENT_PASSWORD", "KAFKA_TLS_PASSWORD"):
+        assert env[secret_variable]["valueFrom"]["secretKeyRef"]["name"] == "kafka-credentials"
+    tls = next(volume for volume in kafka["volumes"] if volume["name"] == "tls")
+    assert tls["secret"]["secretName"] == "kafka-tls"
+    app_config = find(objects, "ConfigMap", configmap_name(objects, "iotpipe-config"))["data"]
+    assert app_config["IOTPIPE_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for where, spec in pod_specs(objects).items():
+        if where.split("/")[1] in {"bridge", "consumer", "iotpipe-producers"}:
+            names = {variable["name"] for variable in spec["containers"][0]["env"]}
+            assert {"IOTPIPE_SASL_PLAIN_USERNAME", "IOTPIPE_SASL_PLAIN_PASSWORD"} <= names, where
+
+
+# -- autoscaling -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_bridge_has_at_most_one_autoscaler_and_then_no_fixed_replica_count(rendered, name):
+    objects = rendered[name]
+    scalers = [
+        o
+        for o in objects
+        if (o["kind"] == "ScaledObject" and o["spec"]["scaleTargetRef"]["name"] == "bridge")
+        or (o["kind"] == "HorizontalPodAutoscaler" and o["spec"]["scaleTargetRef"]["name"] == "bridge")
+    ]
+    assert len(scalers) <= 1, [o["kind"] for o in scalers]
+    bridge = find(objects, "Deployment", "bridge")
+    assert ("replicas" in bridge["spec"]) is (not scalers)
+
+
+def test_dev_scales_the_bridge_on_cpu_and_prod_on_consumer_lag_with_keda(rendered):
+    assert (
+        find(rendered["dev"], "HorizontalPodAutoscaler", "bridge")["spec"]["maxReplicas"] == DEFAULTS.topic_partitions
+    )
+    scaled = find(rendered["prod"], "ScaledObject", "bridge")["spec"]
+    assert scaled["maxReplicaCount"] == DEFAULTS.topic_partitions
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == DEFAULTS.bridge_group_id
+    assert trigger["metadata"]["topic"] == DEFAULTS.images_topic
+    assert trigger["authenticationRef"] == {"name": "kafka-keda"}
+    find(rendered["prod"], "TriggerAuthentication", "kafka-keda")
+    keda_policy = find(rendered["prod"], "NetworkPolicy", "kafka-from-keda")["spec"]["ingress"][0]
+    assert keda_policy["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}]
+
+
+def test_kustomize_refuses_both_autoscaler_components_at_once(tmp_path):
+    # Each component removes the bridge's replica count; the second finds none and kustomize stops.
+    with pytest.raises(AssertionError, match="Unable to remove nonexistent key: replicas"):
+        with_components("dev", ["autoscale-keda"], tmp_path)
+
+
+# -- producers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_producer_job_runs_one_indexed_camera_by_default(rendered, name):
+    job = find(rendered[name], "Job", "iotpipe-producers")["spec"]
+    assert (job["parallelism"], job["completions"], job["completionMode"]) == (1, 1, "Indexed")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
+def test_each_producer_component_runs_that_many_cameras(overlay, count, tmp_path):
+    job = find(with_components(overlay, [f"producers-{count}"], tmp_path), "Job", "iotpipe-producers")
+    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (count, count)
+    producer = job["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "PRODUCERS", "value": str(count)} in producer["env"]
+    assert "--latency-file=/latency/producers-$(PRODUCERS)/camera-$(JOB_COMPLETION_INDEX).csv" in producer["args"]
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "latency", "persistentVolumeClaim": {"claimName": "iotpipe-latency"}} in volumes
+
+
+def test_prod_latency_volume_is_shared_by_cameras_on_several_nodes(rendered):
+    assert find(rendered["prod"], "PersistentVolumeClaim", "iotpipe-latency")["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    assert find(rendered["dev"], "PersistentVolumeClaim", "iotpipe-latency")["spec"]["accessModes"] == ["ReadWriteOnce"]
