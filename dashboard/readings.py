@@ -2,7 +2,7 @@
 
 CouchDB holds the truth about stored images: how many (``doc_count``), the latest ones (a Mango
 query sorted on ``stored_at``, with its index), their end-to-end latency (``stored_at -
-sent_at``), and accuracy per model version (a map/reduce view with the built-in ``_count``).
+sent_at``), and accuracy per model version (the ``iotpipe/accuracy`` view of iotpipe.couch).
 The metrics pages add what only the services know: lag and dead letters. Anything that does
 not answer reads as None ("n/a" on the page); nothing here raises for an outage.
 """
@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from http.client import HTTPException
 from urllib.parse import quote
 
+import couchdb
 import numpy as np
 import requests
 
 from dashboard.metrics import Scrape, scrape, total
+from iotpipe import couch
 from iotpipe.config import Config
 from iotpipe.wire import parse_time
 
@@ -32,31 +34,35 @@ THROUGHPUT_WINDOW_S = 5.0  # images stored per second, over about this long
 # query's duration if longer, so that it costs CouchDB at most a tenth of one core.
 ACCURACY_EVERY_S = 5.0
 COUCHDB_TIMEOUT_S = 5.0
-VIEW_TIMEOUT_S = 60.0  # the first query builds the view over every document stored so far
 METRICS_TIMEOUT_S = 1.0
 
-# Queries the dashboard needs, created in the results database on first use (both idempotent).
+# The Mango index that sorting on stored_at needs, created in the results database on first use.
 STORED_AT_INDEX = {
     "index": {"fields": ["stored_at"]},
     "ddoc": "dashboard-stored-at",
     "name": "by-stored-at",
     "type": "json",
 }
-DESIGN_ID = "_design/dashboard"
-ACCURACY_MAP = """function (doc) {
-  if (doc.model_version && doc.ground_truth && doc.label) {
-    emit([doc.model, doc.model_version, doc.label === doc.ground_truth], null);
-  }
-}"""
-DESIGN = {"language": "javascript", "views": {"accuracy": {"map": ACCURACY_MAP, "reduce": "_count"}}}
 LATEST_FIELDS = ["_id", "producer_id", "subject", "ground_truth", "label", "scores", "model", "model_version"]
 LATEST_FIELDS += ["sent_at", "stored_at"]
 
 Errors = (requests.RequestException, OSError, HTTPException, ValueError, KeyError)
+CouchdbErrors = (couchdb.HTTPError, OSError, HTTPException, ValueError, KeyError)
 
 
 class CouchUnavailable(RuntimeError):
     """CouchDB did not answer, or not as its HTTP API says."""
+
+
+def unreachable(config: Config, error: Exception) -> CouchUnavailable:
+    """What the page's status line says when CouchDB cannot be reached, and what to do about it."""
+    if isinstance(error, requests.Timeout):
+        what = f"no answer in {COUCHDB_TIMEOUT_S:.0f} s"
+    elif isinstance(error, requests.ConnectionError):
+        what = "not answering"
+    else:
+        what = f"{type(error).__name__}: {error}"
+    return CouchUnavailable(f"CouchDB at {config.couchdb_url}: {what}; is the stack up (`iotpipe status`)?")
 
 
 class Readings:
@@ -70,11 +76,12 @@ class Readings:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._setup_lock = threading.Lock()
-        self._queries_ready = False
+        self._index_ready = False
         self._stored: deque[tuple[float, int]] = deque()  # (monotonic time, images stored) samples
         self._accuracy_lock = threading.Lock()
         self._accuracy: dict | None = None
         self._accuracy_due = 0.0
+        self._results: couchdb.Database | None = None  # for iotpipe.couch's helpers (the accuracy view)
 
     # -- the page's three JSON endpoints
 
@@ -111,27 +118,32 @@ class Readings:
         return {"images": [_image(document) for document in documents], "couchdb_error": None}
 
     def accuracy(self) -> dict:
-        """Share of stored images whose label is their ground truth, per model and version.
+        """Share of stored images whose label is their ground truth, per model version.
 
-        One query at a time, its answer reused until it is due again (see ACCURACY_EVERY_S).
+        One query at a time, its answer reused until it is due again (see ACCURACY_EVERY_S);
+        a request that finds a query running gets the last answer rather than waiting.
         """
-        with self._accuracy_lock:
+        if not self._accuracy_lock.acquire(timeout=1.0):
+            return self._accuracy or {"versions": None, "as_of": None, "couchdb_error": "accuracy: query running"}
+        try:
             if self._accuracy is not None and time.monotonic() < self._accuracy_due:
                 return self._accuracy
             started = time.monotonic()
             try:
-                self._ensure_queries()
-                view = self._get(f"{DESIGN_ID}/_view/accuracy", {"group_level": 3}, timeout_s=VIEW_TIMEOUT_S)
-                versions = accuracy_by_version(view.json()["rows"])
-            except CouchUnavailable as error:
-                return {"versions": None, "as_of": None, "couchdb_error": str(error)}
-            except Errors as error:
-                self._queries_ready = False  # a database created anew has lost its view: make it again
-                return {"versions": None, "as_of": None, "couchdb_error": f"CouchDB view {DESIGN_ID}/accuracy: {error}"}
+                if self._results is None:
+                    self._results = couch.database(self.config)
+                totals = couch.accuracy_by_version(self._results)
+            except CouchdbErrors as error:
+                self._results = None
+                problem = unreachable(self.config, error) if isinstance(error, OSError) else error
+                return {"versions": None, "as_of": None, "couchdb_error": f"CouchDB view iotpipe/accuracy: {problem}"}
             finished = time.monotonic()
+            versions = accuracy_table(totals, self.config.model_name)
             self._accuracy = {"versions": versions, "as_of": iso(datetime.now(UTC)), "couchdb_error": None}
             self._accuracy_due = finished + max(ACCURACY_EVERY_S, 10 * (finished - started))
             return self._accuracy
+        finally:
+            self._accuracy_lock.release()
 
     def image(self, image_id: str) -> tuple[bytes, str] | None:
         """(bytes, content type) of an image's attachment, or None if there is none."""
@@ -140,7 +152,7 @@ class Readings:
                 f"{self.database_url}/{quote(image_id, safe='')}/image", timeout=COUCHDB_TIMEOUT_S
             )
         except Errors as error:
-            raise CouchUnavailable(f"CouchDB at {self.config.couchdb_url}: {error}") from error
+            raise unreachable(self.config, error) from error
         if response.status_code == 404:
             return None
         if not response.ok:
@@ -172,34 +184,32 @@ class Readings:
     # -- CouchDB's HTTP API
 
     def _find(self, selector: dict, limit: int, fields: list[str]) -> list[dict]:
-        self._ensure_queries()
+        self._ensure_index()
         query = {"selector": selector, "sort": [{"stored_at": "desc"}], "limit": limit, "fields": fields}
         try:
             return self._post("_find", query).json()["docs"]
-        except Errors as error:
-            self._queries_ready = False  # a database created anew has lost its index: make it again
+        except requests.HTTPError as error:
+            self._index_ready = False  # a database created anew has lost its index: make it again
             raise CouchUnavailable(f"CouchDB _find on {self.config.couchdb_database}: {error}") from error
+        except Errors as error:
+            raise unreachable(self.config, error) from error
 
-    def _ensure_queries(self) -> None:
-        """The Mango index on stored_at and the accuracy view, created once (retried while CouchDB is down)."""
-        if self._queries_ready:
+    def _ensure_index(self) -> None:
+        """The Mango index on stored_at, created once (POST _index is idempotent; retried while CouchDB is down)."""
+        if self._index_ready:
             return
         with self._setup_lock:
-            if self._queries_ready:
+            if self._index_ready:
                 return
             try:
                 self._post("_index", STORED_AT_INDEX)
-                response = self._get(DESIGN_ID, missing_ok=True)
-                current = response.json() if response.status_code == 200 else {}
-                if current.get("views") != DESIGN["views"]:
-                    revision = {"_rev": current["_rev"]} if "_rev" in current else {}
-                    self._put(DESIGN_ID, {**DESIGN, **revision})
-            except Errors as error:
+            except requests.HTTPError as error:
                 raise CouchUnavailable(
-                    f"CouchDB at {self.config.couchdb_url}, database {self.config.couchdb_database}: {error}; "
-                    "is the stack up (`iotpipe status`)?"
+                    f"CouchDB refused the index on stored_at in {self.config.couchdb_database}: {error}"
                 ) from error
-            self._queries_ready = True
+            except Errors as error:
+                raise unreachable(self.config, error) from error
+            self._index_ready = True
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -208,25 +218,18 @@ class Readings:
             session.auth = self.config.couchdb_credentials
         return session
 
-    def _get(
-        self, path: str, params: dict | None = None, missing_ok: bool = False, timeout_s: float = COUCHDB_TIMEOUT_S
-    ) -> requests.Response:
+    def _get(self, path: str, params: dict | None = None) -> requests.Response:
         url = f"{self.database_url}/{path}" if path else self.database_url
         try:
-            response = self._session().get(url, params=params, timeout=timeout_s)
+            response = self._session().get(url, params=params, timeout=COUCHDB_TIMEOUT_S)
         except Errors as error:
-            raise CouchUnavailable(f"CouchDB at {self.config.couchdb_url}: {error}") from error
-        if not (response.ok or (missing_ok and response.status_code == 404)):
+            raise unreachable(self.config, error) from error
+        if not response.ok:
             raise CouchUnavailable(f"CouchDB answered {response.status_code} to GET {url}: {response.text[:200]}")
         return response
 
     def _post(self, path: str, body: dict) -> requests.Response:
         response = self._session().post(f"{self.database_url}/{path}", json=body, timeout=COUCHDB_TIMEOUT_S)
-        response.raise_for_status()
-        return response
-
-    def _put(self, path: str, body: dict) -> requests.Response:
-        response = self._session().put(f"{self.database_url}/{path}", json=body, timeout=COUCHDB_TIMEOUT_S)
         response.raise_for_status()
         return response
 
@@ -263,19 +266,18 @@ def latency_summary(documents: list[dict], window_s: float) -> dict:
     return {"p50": p50, "p95": p95, "count": len(latencies), "window_s": window_s}
 
 
-def accuracy_by_version(rows: list[dict]) -> list[dict]:
-    """Rows of the accuracy view (key [model, version, correct], value count) per model and version."""
-    counts: dict[tuple[str, str], list[int]] = {}
-    for row in rows:
-        model, version, correct = row["key"]
-        tally = counts.setdefault((model or "", str(version)), [0, 0])
-        tally[0] += row["value"] if correct else 0
-        tally[1] += row["value"]
+def accuracy_table(totals: dict[str, tuple[int, int]], model: str) -> list[dict]:
+    """One row per model version, oldest version first, from iotpipe.couch.accuracy_by_version."""
     return [
-        {"model": model, "model_version": version, "correct": right, "total": seen, "accuracy": right / seen}
-        for (model, version), (right, seen) in sorted(counts.items())
+        {"model": model, "model_version": version, "correct": correct, "total": seen, "accuracy": correct / seen}
+        for version, (seen, correct) in sorted(totals.items(), key=lambda item: _version_order(item[0]))
         if seen
     ]
+
+
+def _version_order(version: str) -> list[tuple[int, int | str]]:
+    """Sort key of a version: numeric parts compare as numbers ("20.10" after "20.9")."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in version.split(".")]
 
 
 def end_to_end(document: dict) -> float | None:

@@ -36,10 +36,10 @@ function showStats(stats) {
   const latency = stats.latency || {};
   setText("p50", seconds(latency.p50));
   setText("p95", seconds(latency.p95));
-  setText(
-    "latency-detail",
-    latency.count ? `stored_at − sent_at, latest ${count(latency.count)} in ${latency.window_s} s` : `nothing stored in the last ${latency.window_s || 60} s`,
-  );
+  let latencyDetail = "stored_at − sent_at";
+  if (latency.count) latencyDetail += `, latest ${count(latency.count)} in ${latency.window_s} s`;
+  else if (stats.latency) latencyDetail = `nothing stored in the last ${latency.window_s} s`;
+  setText("latency-detail", latencyDetail);
   setText("lag", count(stats.lag.total));
   setText("lag-bridge", count(stats.lag.bridge));
   setText("lag-consumer", count(stats.lag.consumer));
@@ -118,7 +118,8 @@ function showLatest(latest) {
   const grid = $("latest");
   if (!latest.images) return latest.couchdb_error;
   if (latest.images.length === 0) {
-    if (!grid.querySelector(".empty")) grid.replaceChildren(Object.assign(document.createElement("p"), { className: "empty", textContent: "no images yet" }));
+    tiles.clear();
+    grid.replaceChildren(line("empty", "no images yet"));
     return null;
   }
   const ids = latest.images.map((image) => image.id);

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dashboard.metrics import Scrape, scrape, total
-from dashboard.readings import accuracy_by_version, iso, latency_summary, stored_per_second
+from dashboard.readings import accuracy_table, iso, latency_summary, stored_per_second
 from dashboard.server import Dashboard
 from iotpipe.config import Config
 
@@ -95,14 +95,11 @@ def test_timestamps_keep_the_documents_format_so_that_they_compare_as_text() -> 
     assert iso(datetime(2026, 11, 28, 7, 58, 27, 167323, tzinfo=UTC)) == "2026-11-28T07:58:27.167323Z"
 
 
-def test_accuracy_is_correct_over_all_with_ground_truth_per_model_version() -> None:
-    rows = [
-        {"key": ["cifar10-resnet", "20.1", False], "value": 8},
-        {"key": ["cifar10-resnet", "20.1", True], "value": 92},
-        {"key": ["cifar10-resnet", "56.1", True], "value": 3},
-    ]
-    assert accuracy_by_version(rows) == [
-        {"model": "cifar10-resnet", "model_version": "20.1", "correct": 92, "total": 100, "accuracy": 0.92},
+def test_accuracy_is_correct_over_all_with_ground_truth_per_model_version_in_version_order() -> None:
+    totals = {"20.10": (4, 1), "20.9": (100, 92), "56.1": (3, 3), "44.1": (0, 0)}
+    assert accuracy_table(totals, "cifar10-resnet") == [
+        {"model": "cifar10-resnet", "model_version": "20.9", "correct": 92, "total": 100, "accuracy": 0.92},
+        {"model": "cifar10-resnet", "model_version": "20.10", "correct": 1, "total": 4, "accuracy": 0.25},
         {"model": "cifar10-resnet", "model_version": "56.1", "correct": 3, "total": 3, "accuracy": 1.0},
     ]
 
