@@ -14,12 +14,22 @@ ifneq ($(wildcard $(SHARED)/data/cifar10-jpeg/test),)
 export IOTPIPE_DATA_DIR ?= $(SHARED)/data/cifar10-jpeg/test
 endif
 
-.PHONY: help setup up down status demo test lint models
+.PHONY: help setup system-packages up down status demo test lint models dashboard
+
+include deploy.mk
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed stack/kafka/lib/.installed stack/couchdb/node_modules/.installed ## install Python, Kafka and CouchDB-server dependencies
+setup: system-packages $(VENV)/.installed stack/kafka/lib/.installed stack/couchdb/node_modules/.installed deploy-setup ## install everything the stack and the tests need
+
+# Debian packages: Chromium and its driver for the dashboard's browser test.
+SYSTEM_PACKAGES := chromium chromium-driver
+system-packages:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing $(SYSTEM_PACKAGES) (Debian packages, needs root)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -52,7 +52,7 @@ class Bridge:
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        serve_metrics(self.config.bridge_metrics_port)
+        serve_metrics(self.config.bridge_metrics_port, self.config.metrics_bind_address)
         consumer = kafka.consumer(self.config, self.config.images_topic, group_id=self.config.bridge_group_id)
         producer = kafka.producer(self.config)
         client = client_for(self.config)

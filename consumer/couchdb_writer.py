@@ -47,7 +47,7 @@ class Consumer:
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        serve_metrics(self.config.consumer_metrics_port)
+        serve_metrics(self.config.consumer_metrics_port, self.config.metrics_bind_address)
         db = couch.database(self.config, create=True)
         consumer = kafka.consumer(self.config, self.config.predictions_topic, group_id=self.config.consumer_group_id)
         producer = kafka.producer(self.config)

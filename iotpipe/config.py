@@ -30,8 +30,17 @@ class Config:
     linger_ms: int = 1
     max_poll_records: int = 64
     fetch_max_wait_ms: int = 10
+    # A crashed group member's partitions move after this long (kafka-python's default is 45 s).
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
     bridge_group_id: str = "iotpipe-bridge"
     consumer_group_id: str = "iotpipe-consumer"
+    # Kafka security (e.g. SASL_SSL with SCRAM-SHA-512 in the k8s prod overlay); PLAINTEXT on loopback here.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_plain_username: str = ""
+    sasl_plain_password: str = ""
+    ssl_cafile: str = ""
     # TorchServe
     inference_url: str = "http://127.0.0.1:8080"
     management_url: str = "http://127.0.0.1:8081"
@@ -62,6 +71,7 @@ class Config:
     couchdb_password: str = ""
     couchdb_password_file: Path | None = None
     # Observability: Prometheus endpoints of the services, and the dashboard page
+    metrics_bind_address: str = "127.0.0.1"  # 0.0.0.0 in a pod, so that Prometheus can scrape it
     bridge_metrics_port: int = 9101
     consumer_metrics_port: int = 9102
     dashboard_port: int = 8050
@@ -96,6 +106,18 @@ class Config:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def kafka_security(self) -> dict[str, str]:
+        """The security settings kafka-python takes, those that are set."""
+        settings = {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "sasl_plain_password": self.sasl_plain_password,
+            "ssl_cafile": self.ssl_cafile,
+        }
+        return {name: value for name, value in settings.items() if value}
 
     @property
     def couchdb_secret_file(self) -> Path:

@@ -30,7 +30,7 @@ def producer(config: Config, **settings: Any) -> KafkaProducer:
         "linger_ms": config.linger_ms,
         "max_request_size": config.max_request_size,
     }
-    return KafkaProducer(bootstrap_servers=config.bootstrap_servers, **(defaults | settings))
+    return KafkaProducer(bootstrap_servers=config.bootstrap_servers, **config.kafka_security, **(defaults | settings))
 
 
 def consumer(config: Config, *topics: str, **settings: Any) -> KafkaConsumer:
@@ -41,8 +41,12 @@ def consumer(config: Config, *topics: str, **settings: Any) -> KafkaConsumer:
         "max_poll_records": config.max_poll_records,
         "fetch_max_wait_ms": config.fetch_max_wait_ms,
         "fetch_max_bytes": 16 * config.max_request_size,
+        "session_timeout_ms": config.session_timeout_ms,
+        "heartbeat_interval_ms": config.heartbeat_interval_ms,
     }
-    return KafkaConsumer(*topics, bootstrap_servers=config.bootstrap_servers, **(defaults | settings))
+    return KafkaConsumer(
+        *topics, bootstrap_servers=config.bootstrap_servers, **config.kafka_security, **(defaults | settings)
+    )
 
 
 def partition_of(key: bytes, partitions: list[int]) -> int:
@@ -52,7 +56,7 @@ def partition_of(key: bytes, partitions: list[int]) -> int:
 
 def ensure_topics(config: Config) -> list[str]:
     """Create the pipeline's topics where missing; returns the names created."""
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers, **config.kafka_security)
     try:
         existing = set(admin.list_topics())
         wanted = [

@@ -22,10 +22,10 @@ def mark_ready(path: Path) -> None:
     path.write_text(now_iso())
 
 
-def serve_metrics(port: int) -> None:
-    """Expose this process's Prometheus metrics on 127.0.0.1:port/metrics (0: not at all)."""
+def serve_metrics(port: int, address: str = "127.0.0.1") -> None:
+    """Expose this process's Prometheus metrics on address:port/metrics (port 0: not at all)."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=address)
 
 
 def stop_on_signals(stopping: threading.Event) -> None:

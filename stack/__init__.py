@@ -79,24 +79,34 @@ class Stack:
         """Start what is not running; returns the configuration with the CouchDB credentials filled in."""
         self._check_installed()
         progress("kafka: starting")
-        self._format_kafka_storage()
-        self.kafka.start()
-        kafka_helpers.ensure_topics(self.config)
+        self.start_kafka()
         progress("couchdb: starting")
-        self.couchdb.start()
-        self.config = self._secure_couchdb()
-        couch.database(self.config, create=True)
+        self.start_couchdb()
         progress(f"torchserve: building {archive_name(self.config, self.config.model_arch)}")
         build_archive(self.config, self.config.model_arch)
         progress("torchserve: starting")
-        self._write_torchserve_config()
-        self.torchserve.start()
-        self._register_model()
+        self.start_torchserve()
         for service in (self.bridge, self.consumer):
             progress(f"{service.name}: starting")
             service.start()
         progress("stack is up")
         return self.config
+
+    def start_kafka(self) -> None:
+        self._format_kafka_storage()
+        self.kafka.start()
+        kafka_helpers.ensure_topics(self.config)
+
+    def start_couchdb(self) -> None:
+        self.couchdb.start()
+        self.config = self._secure_couchdb()
+        couch.database(self.config, create=True)
+
+    def start_torchserve(self) -> None:
+        """Start TorchServe and register the configured model (a fresh TorchServe has none)."""
+        self._write_torchserve_config()
+        self.torchserve.start()
+        self._register_model()
 
     def down(self, purge: bool = False) -> list[str]:
         stopped = [service.name for service in reversed(self.services) if service.stop()]

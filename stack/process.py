@@ -47,11 +47,15 @@ class Service:
             pid = int(self.pid_file.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if _alive(pid) else None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a crash would (for fault tests)."""
+        pid = self.pid()
+        if pid is not None:
+            _signal_group(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
 
     def start(self) -> bool:
         """Start the service unless it already runs; True when this call started it."""

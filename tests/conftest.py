@@ -7,6 +7,7 @@ user runs on this machine is neither used nor disturbed. Integration tests take 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def config() -> Config:
 def stack(config: Config):
     from stack import Stack
 
+    lock = claim_test_stack(config.state_dir)
     for variable, path in (("IOTPIPE_MODELS_DIR", config.models_dir), ("IOTPIPE_DATA_DIR", config.data_dir)):
         if not path.is_dir():
             pytest.fail(f"{variable}={path} is not a folder; `make test` sets it to ../shared when that exists")
@@ -53,11 +55,23 @@ def stack(config: Config):
         yield test_stack.up(progress=lambda line: print(f"[test stack] {line}"))
     finally:
         test_stack.down(purge=True)
+        lock.close()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def claim_test_stack(state_dir: Path):
+    """One test session at a time owns the test stack: a second one would purge it mid-run."""
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = (state_dir.parent / "test-stack.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pytest.fail(f"another pytest session is using the test stack ({lock.name}); wait for it to finish")
+    return lock
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,6 @@ DEFAULTS = Config()
 OWN_IMAGES = {"torchserve", "bridge", "consumer", "producer"}
 # Upstream images whose entrypoint writes into the image at start (k8s/README.md).
 WRITABLE_ROOT = {"couchdb"}
-# Kafka client settings that prod sets for the application and that iotpipe.config.Config does not read
-# yet (kafka-python names); the pipeline's code needs them to talk SASL_SSL (see k8s/README.md).
-PENDING_CONFIG_FIELDS = {
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_cafile",
-}
 
 
 def literal_passwords(text: str) -> list[str]:
@@ -216,7 +207,7 @@ def test_every_long_running_workload_has_a_pod_disruption_budget(rendered, name)
 
 @pytest.mark.parametrize("name", ALL)
 def test_application_settings_are_fields_of_the_iotpipe_configuration(rendered, name):
-    fields = {field.name for field in dataclasses.fields(Config)} | PENDING_CONFIG_FIELDS
+    fields = {field.name for field in dataclasses.fields(Config)}
     objects = rendered[name]
     settings = set(find(objects, "ConfigMap", configmap_name(objects, "iotpipe-config"))["data"])
     for spec in pod_specs(objects).values():
