@@ -6,6 +6,8 @@ DEPLOY_TOOLS := .tools
 KUSTOMIZE_VERSION := v5.8.1
 # KEDA release whose CRDs give the vendored ScaledObject / TriggerAuthentication schemas in tests/deploy/schemas/.
 KEDA_VERSION := v2.20.2
+# prometheus-operator release whose CRDs give the vendored ServiceMonitor / PodMonitor schemas (components/monitoring).
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
 
 .PHONY: deploy-setup deploy-check deploy-schemas
 
@@ -25,9 +27,14 @@ $(DEPLOY_TOOLS)/.kustomize-$(KUSTOMIZE_VERSION):
 deploy-check: deploy-setup ## render and validate k8s/, lint ansible/ and docker/ (offline, no cluster)
 	$(BIN)/pytest -ra -m "not integration" tests/deploy
 
-# Regenerate the vendored KEDA schemas from the CRDs in KEDA's Go module; the tests read the committed files.
-deploy-schemas: deploy-setup ## regenerate tests/deploy/schemas/ from KEDA's CRDs
-	keda=$$(go mod download -json github.com/kedacore/keda/v2@$(KEDA_VERSION) \
-	  | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
+# Regenerate the vendored KEDA and prometheus-operator schemas from the CRDs in their Go modules; the tests
+# read the committed files.
+GO_MODULE_DIR = go mod download -json $(1) | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
+
+deploy-schemas: deploy-setup ## regenerate tests/deploy/schemas/ from KEDA's and prometheus-operator's CRDs
+	keda=$$($(call GO_MODULE_DIR,github.com/kedacore/keda/v2@$(KEDA_VERSION))) && \
+	operator=$$($(call GO_MODULE_DIR,github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION))) && \
 	$(BIN)/python tests/deploy/crd_to_schema.py --out tests/deploy/schemas \
-	  $$keda/config/crd/bases/keda.sh_scaledobjects.yaml $$keda/config/crd/bases/keda.sh_triggerauthentications.yaml
+	  $$keda/config/crd/bases/keda.sh_scaledobjects.yaml $$keda/config/crd/bases/keda.sh_triggerauthentications.yaml \
+	  $$operator/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+	  $$operator/example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml

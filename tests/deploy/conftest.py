@@ -1,12 +1,14 @@
 """Shared pieces of the deployment checks: the tools of `make deploy-setup` and the rendered overlays.
 
 Everything here runs offline: kustomize renders k8s/, the Kubernetes API schemas come with the
-kubernetes-validate package, KEDA's schemas are vendored in schemas/ (`make deploy-schemas`).
+kubernetes-validate package, KEDA's and prometheus-operator's schemas are vendored in schemas/
+(`make deploy-schemas`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,6 +89,20 @@ def find(objects: list[dict], kind: str, name: str) -> dict:
     matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
     return matches[0]
+
+
+def configmap_name(objects: list[dict], prefix: str) -> str:
+    """The generated (hash-suffixed) name of a ConfigMap."""
+    names = [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
+    matches = [name for name in names if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", name)]
+    assert len(matches) == 1, f"{prefix}: {names}"
+    return matches[0]
+
+
+def properties(text: str) -> dict[str, str]:
+    """The key=value pairs of a Java properties file (Kafka's server.properties, TorchServe's config.properties)."""
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def pod_specs(objects: list[dict]) -> dict[str, dict]:

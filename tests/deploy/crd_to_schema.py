@@ -1,7 +1,8 @@
 """Turn CustomResourceDefinitions into strict JSON schemas, one file per kind and version.
 
-Used by ``make deploy-schemas`` on KEDA's CRDs (from KEDA's Go module) to refresh the schemas vendored in
-tests/deploy/schemas/, which the tests use to validate rendered ScaledObjects offline. Strict: an object
+Used by ``make deploy-schemas`` on the CRDs of KEDA and prometheus-operator (from their Go modules) to
+refresh the schemas vendored in tests/deploy/schemas/, which the tests use to validate rendered
+ScaledObjects, TriggerAuthentications, ServiceMonitors and PodMonitors offline. Strict: an object
 that lists its properties rejects unknown ones, as the API server's pruning of structural schemas would
 drop them silently (a misspelt field would otherwise pass).
 

@@ -1,8 +1,9 @@
 """Every overlay renders, and every object it renders is valid for the pinned Kubernetes release.
 
 Built-in kinds are checked against the strict JSON schemas of Kubernetes 1.34 that kubernetes-validate
-ships (unknown fields are errors); KEDA's kinds against the schemas generated from KEDA's CRDs
-(schemas/, `make deploy-schemas`). A kind with no schema fails: nothing is waved through.
+ships (unknown fields are errors); KEDA's kinds and prometheus-operator's ServiceMonitor and PodMonitor
+(components/monitoring, in prod) against the schemas generated from their CRDs (schemas/,
+`make deploy-schemas`). A kind with no schema fails: nothing is waved through.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def test_the_keda_schema_rejects_a_misspelt_trigger_field(rendered):
     scaled_object = copy.deepcopy(find(rendered["prod"], "ScaledObject", "bridge"))
     scaled_object["spec"]["triggers"][0]["authenticationReference"] = {"name": "kafka-keda"}
     assert any("authenticationReference" in error for error in schema_errors(scaled_object))
+
+
+def test_the_prometheus_operator_schemas_reject_a_misspelt_endpoint_field(rendered):
+    service_monitor = copy.deepcopy(find(rendered["prod"], "ServiceMonitor", "torchserve"))
+    service_monitor["spec"]["endpoints"][0]["targetPorts"] = "metrics"
+    assert any("targetPorts" in error for error in schema_errors(service_monitor))
+    pod_monitor = copy.deepcopy(find(rendered["prod"], "PodMonitor", "bridge"))
+    pod_monitor["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"
+    assert any("interval" in error for error in schema_errors(pod_monitor))
 
 
 def test_crd_schemas_are_strict_where_the_crd_lists_properties():

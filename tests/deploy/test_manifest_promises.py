@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from iotpipe.config import Config
-from tests.deploy.conftest import K8S, OVERLAYS, find, pod_specs, with_components
+from tests.deploy.conftest import (
+    K8S,
+    OVERLAYS,
+    configmap_name,
+    find,
+    pod_specs,
+    properties,
+    with_components,
+)
 
 ALL = ["base", *OVERLAYS]
 DEFAULTS = Config()
@@ -30,21 +38,8 @@ def containers(spec: dict) -> list[dict]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
 
-def properties(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
 def kafka_properties(objects: list[dict]) -> dict[str, str]:
     return properties(find(objects, "ConfigMap", configmap_name(objects, "kafka-config"))["data"]["server.properties"])
-
-
-def configmap_name(objects: list[dict], prefix: str) -> str:
-    """The generated (hash-suffixed) name of a ConfigMap."""
-    names = [o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"]
-    matches = [name for name in names if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", name)]
-    assert len(matches) == 1, f"{prefix}: {names}"
-    return matches[0]
 
 
 # -- TorchServe --------------------------------------------------------------------------------
@@ -166,6 +161,17 @@ def test_credentials_reach_containers_only_from_secrets(rendered, name):
 
 
 # -- operations --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_object_lands_in_namespace_iotpipe(rendered, name):
+    # What components add gets no namespace from base: without the overlay's, kubectl would use "default".
+    stray = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in rendered[name]
+        if o["kind"] != "Namespace" and o["metadata"].get("namespace") != "iotpipe"
+    ]
+    assert not stray, f"not in namespace iotpipe: {stray}"
 
 
 @pytest.mark.parametrize("name", ALL)
