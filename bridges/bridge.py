@@ -27,7 +27,7 @@ from bridges.clients import InferenceClient, InferenceUnavailable, client_for
 from iotpipe import kafka
 from iotpipe.config import Config
 from iotpipe.service import retry_until_done, serve_metrics
-from iotpipe.wire import ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
+from iotpipe.wire import Headers, ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
 
 log = logging.getLogger("iotpipe.bridge")
 
@@ -73,11 +73,12 @@ class Bridge:
     def _process(self, records: list[ConsumerRecord], client: InferenceClient, producer) -> None:
         received_at = now_iso()
         events: list[ImageEvent] = []
+        outgoing: list[tuple[str, bytes, bytes, Headers]] = []
         for record in records:
             try:
                 events.append(ImageEvent.from_record(record.value, record.headers))
             except WireError as error:
-                self._dead_letter(producer, record.key, record.value, record.headers, str(error))
+                outgoing.append(self._dead_letter(record.key, record.value, record.headers, str(error)))
         BATCH_SIZE.observe(len(events))
         with INFERENCE_SECONDS.time():
             predictions = retry_until_done(
@@ -86,8 +87,7 @@ class Bridge:
         inferred_at = now_iso()
         for event, result in zip(events, predictions, strict=True):
             if "error" in result:
-                key, value, headers = event.to_record()
-                self._dead_letter(producer, key, value, headers, result["error"])
+                outgoing.append(self._dead_letter(*event.to_record(), result["error"]))
                 continue
             prediction = Prediction(
                 id=event.id,
@@ -104,10 +104,10 @@ class Bridge:
                 content_type=event.content_type,
                 image=event.data,
             )
-            key, value, headers = prediction.to_record()
-            producer.send(self.config.predictions_topic, key=key, value=value, headers=headers)
-            RECORDS.labels("predicted").inc()
-        producer.flush()
+            outgoing.append((self.config.predictions_topic, *prediction.to_record()))
+        kafka.send_all(producer, outgoing)
+        RECORDS.labels("predicted").inc(sum(topic == self.config.predictions_topic for topic, *_ in outgoing))
+        RECORDS.labels("dead_letter").inc(sum(topic == self.config.dead_letter_topic for topic, *_ in outgoing))
 
     def _predict(self, client: InferenceClient, events: list[ImageEvent]) -> list[dict]:
         """Predictions in the order of ``events``, each image sent to the version it is routed to."""
@@ -127,7 +127,6 @@ class Bridge:
             return config.canary_version
         return config.model_version or None
 
-    def _dead_letter(self, producer, key, value, headers, reason: str) -> None:
+    def _dead_letter(self, key, value, headers, reason: str) -> tuple[str, bytes, bytes, Headers]:
         log.warning("dead letter: %s", reason)
-        producer.send(self.config.dead_letter_topic, key=key, value=value, headers=dead_letter_headers(headers, reason))
-        RECORDS.labels("dead_letter").inc()
+        return self.config.dead_letter_topic, key, value, dead_letter_headers(headers, reason)

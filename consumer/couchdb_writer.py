@@ -65,7 +65,7 @@ class Consumer:
             consumer.close()
 
     def _store(self, records, db: couchdb.Database, producer) -> None:
-        predictions, documents = [], []
+        predictions, documents, dead_letters = [], [], []
         for record in records:
             try:
                 predictions.append(Prediction.from_value(record.value))
@@ -73,10 +73,7 @@ class Consumer:
             except WireError as error:
                 log.warning("dead letter: %s", error)
                 headers = dead_letter_headers(record.headers, str(error))
-                producer.send(
-                    self.config.predictions_dead_letter_topic, key=record.key, value=record.value, headers=headers
-                )
-                DOCUMENTS.labels("dead_letter").inc()
+                dead_letters.append((self.config.predictions_dead_letter_topic, record.key, record.value, headers))
         with WRITE_SECONDS.time():
             report = retry_until_done(
                 lambda: couch.save_all(db, documents) if documents else couch.WriteReport(),
@@ -87,6 +84,7 @@ class Consumer:
         stored = time.time()
         for prediction in predictions:
             END_TO_END_SECONDS.observe(stored - parse_time(prediction.sent_at))
-        producer.flush()
+        kafka.send_all(producer, dead_letters)
+        DOCUMENTS.labels("dead_letter").inc(len(dead_letters))
         DOCUMENTS.labels("stored").inc(report.written)
         DOCUMENTS.labels("already_stored").inc(report.already_stored)

@@ -12,12 +12,13 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 from prometheus_client import Gauge
 
 from iotpipe.config import Config
-from iotpipe.service import mark_ready
+from iotpipe.service import mark_ready, retry_until_done
+from iotpipe.wire import Headers
 
 log = logging.getLogger("iotpipe.kafka")
 
@@ -90,17 +91,49 @@ def process_batches(
     On a clean stop the last positions are committed synchronously.
     """
     while not stopping.is_set():
-        batch = consumer.poll(timeout_ms=500)
+        # A broker outage raises from poll; wait it out rather than die (nothing was taken yet).
+        batch = retry_until_done(lambda: consumer.poll(timeout_ms=500), (KafkaError,), stopping, log)
         if ready_file is not None:
             mark_ready(ready_file)
             ready_file = None
         records = [record for partition in batch.values() for record in partition]
-        if records:
-            handle(records)
+        if records and replay_on_failure(consumer, batch, handle, records, stopping):
             consumer.commit_async(callback=_log_failed_commit)
         if lag is not None:
             lag.set(records_behind(consumer))
     consumer.commit()
+
+
+class NotAcknowledged(RuntimeError):
+    """Kafka did not acknowledge some output of a batch; the batch is processed again."""
+
+
+def send_all(producer: KafkaProducer, messages: list[tuple[str, bytes, bytes, Headers]]) -> None:
+    """Send (topic, key, value, headers) messages and wait until Kafka has acknowledged every one."""
+    futures = [producer.send(topic, key=key, value=value, headers=headers) for topic, key, value, headers in messages]
+    producer.flush()
+    failures = [future.exception for future in futures if future.failed()]
+    if failures:
+        raise NotAcknowledged(f"Kafka did not acknowledge {len(failures)} of {len(futures)} records: {failures[0]}")
+
+
+def replay_on_failure(
+    consumer: KafkaConsumer,
+    batch: dict,
+    handle: Callable[[list[ConsumerRecord]], None],
+    records: list[ConsumerRecord],
+    stopping: threading.Event,
+) -> bool:
+    """Handle the records; if their output was not acknowledged, rewind to the batch's start. True if handled."""
+    try:
+        handle(records)
+        return True
+    except NotAcknowledged as error:
+        log.warning("%s; processing the batch again", error)
+        for partition, records in batch.items():
+            consumer.seek(partition, records[0].offset)
+        stopping.wait(1.0)
+        return False
 
 
 def records_behind(consumer: KafkaConsumer) -> int:

@@ -256,11 +256,6 @@ def test_torchserve_metrics_api_listens_on_the_pod_port_named_metrics(rendered, 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docker/torchserve/config.properties does not set metrics_mode=prometheus: in TorchServe's default "
-    "log mode its /metrics answers 200 with an empty body and the ts_* panels stay empty (k8s/README.md)",
-)
 def test_torchserve_answers_its_metrics_api_in_prometheus_format():
     config = properties((ROOT / "docker" / "torchserve" / "config.properties").read_text())
     assert config.get("metrics_mode") == "prometheus"
