@@ -30,6 +30,7 @@ def producer(config: Config, **settings: Any) -> KafkaProducer:
         "enable_idempotence": True,
         "linger_ms": config.linger_ms,
         "max_request_size": config.max_request_size,
+        "reconnect_backoff_max_ms": config.reconnect_backoff_max_ms,
     }
     return KafkaProducer(bootstrap_servers=config.bootstrap_servers, **config.kafka_security, **(defaults | settings))
 
@@ -44,6 +45,7 @@ def consumer(config: Config, *topics: str, **settings: Any) -> KafkaConsumer:
         "fetch_max_bytes": 16 * config.max_request_size,
         "session_timeout_ms": config.session_timeout_ms,
         "heartbeat_interval_ms": config.heartbeat_interval_ms,
+        "reconnect_backoff_max_ms": config.reconnect_backoff_max_ms,
     }
     return KafkaConsumer(
         *topics, bootstrap_servers=config.bootstrap_servers, **config.kafka_security, **(defaults | settings)
