@@ -28,7 +28,9 @@ class Config:
     topic_partitions: int = 3
     max_request_size: int = 1_048_576
     linger_ms: int = 1
-    max_poll_records: int = 64
+    # Large polls cost nothing at low load (a poll returns what is there) and amortize the
+    # per-batch flush, commit and HTTP round trips under load: 64 -> 512 took 390 -> 600 img/s.
+    max_poll_records: int = 512
     # The broker answers a fetch as soon as a record arrives, so this bounds only idle waits: a
     # short wait adds no speed, only idle round trips (10 ms cost a third of a core per client).
     fetch_max_wait_ms: int = 500
@@ -59,6 +61,7 @@ class Config:
     canary_share: float = 0.0
     inference_protocol: str = "torchserve"
     batch_size: int = 16
+    torchserve_workers: int = 2
     max_batch_delay: int = 2
     # Intra-op threads of each TorchServe worker (OMP_NUM_THREADS). On a small machine that also
     # runs Kafka and the services, one thread is much faster than two that contend for the cores.

@@ -73,12 +73,12 @@ class ManagementClient:
     def models(self) -> list[str]:
         return [entry["modelName"] for entry in self._request("GET", "/models").json().get("models", [])]
 
-    def register(self, archive: str, workers: int = 1) -> None:
+    def register(self, archive: str) -> None:
         params = {
             "url": archive,
             "batch_size": self.config.batch_size,
             "max_batch_delay": self.config.max_batch_delay,
-            "initial_workers": workers,
+            "initial_workers": self.config.torchserve_workers,
             "synchronous": "true",
         }
         self._request("POST", "/models", params=params, timeout=300)
