@@ -1,44 +1,136 @@
-"""docker/: hadolint is clean, every image is multi-stage on a pinned base, runs as a non-root user
-with a HEALTHCHECK, and the application images need none of the packages they leave out."""
+"""docker/: hadolint is clean, every image (a target of docker/app/Dockerfile, or docker/torchserve/Dockerfile) is
+multi-stage on a pinned base, runs as the non-root uid 10001 with a HEALTHCHECK of its own, the application
+images need none of the packages they leave out, and ansible/ builds each image from its file and target."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.deploy.conftest import ROOT, VENV_BIN, pod_specs, tool
+from tests.deploy.conftest import ANSIBLE, ROOT, VENV_BIN, pod_specs, tool
 
 DOCKER = ROOT / "docker"
-SERVICES = ["torchserve", "bridge", "consumer", "producer"]
-# The packages of pyproject.toml that the application images leave out (docker/*/Dockerfile).
+APP = DOCKER / "app" / "Dockerfile"
+# Each image: its Dockerfile and build target (None: the file's last stage), as `docker build` gets them.
+IMAGES = {
+    "torchserve": (DOCKER / "torchserve" / "Dockerfile", None),
+    "bridge": (APP, "bridge"),
+    "consumer": (APP, "consumer"),
+    "producer": (APP, "producer"),
+}
+DOCKERFILES = sorted(DOCKER.glob("*/Dockerfile"))
+# The packages of pyproject.toml that the application images leave out (the build stage of docker/app/Dockerfile).
 LEFT_OUT = ["torch", "torchvision", "torchserve", "torch-model-archiver", "matplotlib"]
-# Each application image: the package of its service and the `iotpipe` command of its ENTRYPOINT.
+# Each application image (a target of docker/app/Dockerfile): the package of its service and the `iotpipe`
+# command of its ENTRYPOINT.
 APPLICATIONS = {
     "bridge": ("bridges", "bridge"),
     "consumer": ("consumer", "consumer"),
     "producer": ("producer", "produce"),
 }
+# The build contexts besides the repository root that an image copies from (`docker build --build-context`).
+BUILD_CONTEXTS = {"producer": {"images"}}
+# The user of every image, which the manifests' securityContext (runAsUser, runAsGroup) repeats.
+USER = "10001:10001"
 
 
-def instructions(service: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of docker/<service>/Dockerfile, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (DOCKER / service / "Dockerfile").read_text())
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, instructions in upper case."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
     lines = (line.strip() for line in text.splitlines())
-    return [tuple(line.split(maxsplit=1)) for line in lines if line and not line.startswith("#")]
+    steps = (line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))
+    return [(words[0].upper(), words[1] if len(words) > 1 else "") for words in steps]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_hadolint_finds_nothing(service):
+@dataclasses.dataclass
+class Stage:
+    """One FROM of a Dockerfile: its base (an image or an earlier stage), its name and its instructions."""
+
+    base: str
+    name: str | None
+    steps: list[tuple[str, str]]
+
+    def copied_from(self) -> list[str]:
+        """The --from= of its COPY instructions: stages, images or build contexts."""
+        return [
+            source
+            for instruction, arguments in self.steps
+            if instruction == "COPY"
+            for source in re.findall(r"--from=(\S+)", arguments)
+        ]
+
+
+def stages(dockerfile: Path) -> list[Stage]:
+    found = []
+    for instruction, arguments in instructions(dockerfile):
+        if instruction == "FROM":
+            words = [word for word in arguments.split() if not word.startswith("--")]  # --platform=...
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            found.append(Stage(words[0], name, []))
+        else:
+            found[-1].steps.append((instruction, arguments))
+    return found
+
+
+@dataclasses.dataclass
+class Image:
+    """What `docker build --target` builds: the target's line of stages down to its base image, and every
+    stage it needs (that line and the stages it copies from), in the order of the file."""
+
+    target: Stage
+    line: list[Stage]  # the base image's stage first, the target last
+    needed: list[Stage]
+    bases: list[str]  # the images it is built on
+    contexts: set[str]  # the --from= that are neither a stage nor an image: build contexts
+
+    def setting(self, instruction: str) -> str | None:
+        """The arguments of the last such instruction along the line (USER, ENTRYPOINT... are inherited)."""
+        values = [arguments for stage in self.line for name, arguments in stage.steps if name == instruction]
+        return values[-1] if values else None
+
+
+def image(service: str) -> Image:
+    dockerfile, target = IMAGES[service]
+    all_stages = stages(dockerfile)
+    named = {stage.name: stage for stage in all_stages if stage.name}
+    named |= {str(index): stage for index, stage in enumerate(all_stages)}
+    top = named[target] if target else all_stages[-1]
+    line = [top]
+    while line[0].base in named:
+        line.insert(0, named[line[0].base])
+    needed, pending, outside = [], [top], set()
+    while pending:
+        stage = pending.pop()
+        if any(stage is seen for seen in needed):
+            continue
+        needed.append(stage)
+        for reference in [stage.base, *stage.copied_from()]:
+            if reference in named:
+                pending.append(named[reference])
+            elif reference != stage.base:
+                outside.add(reference)
+    needed.sort(key=lambda stage: next(i for i, s in enumerate(all_stages) if s is stage))
+    bases = [stage.base for stage in needed if stage.base not in named]
+    # A --from= with a tag or registry path is an image; a bare name is a build context.
+    contexts = {reference for reference in outside if not re.search(r"[:/@]", reference)}
+    return Image(top, line, needed, bases, contexts)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_hadolint_finds_nothing(dockerfile):
     result = subprocess.run(
         [
             str(tool(VENV_BIN / "hadolint")),
             *("--config", str(DOCKER / "hadolint.yaml"), "--no-color"),
-            str(DOCKER / service / "Dockerfile"),
+            str(dockerfile),
         ],
         capture_output=True,
         text=True,
@@ -47,16 +139,28 @@ def test_hadolint_finds_nothing(service):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("service", SERVICES)
+def test_every_dockerfile_builds_images_and_the_app_dockerfile_has_one_target_per_application():
+    assert set(DOCKERFILES) == {dockerfile for dockerfile, _ in IMAGES.values()}
+    app = stages(APP)
+    built_on = {stage.base for stage in app} | {source for stage in app for source in stage.copied_from()}
+    targets = [stage.name for stage in app if stage.name not in built_on]
+    assert sorted(targets) == sorted(APPLICATIONS), f"stages that no other stage builds on: {targets}"
+    shared = [stage.name for stage in app if stage.name not in targets]
+    for service in APPLICATIONS:
+        assert [stage.name for stage in image(service).needed] == [*shared, service]
+
+
+@pytest.mark.parametrize("service", IMAGES)
 def test_every_image_is_multi_stage_on_a_pinned_base_and_runs_as_a_non_root_user_with_a_healthcheck(service):
-    steps = instructions(service)
-    bases = [arguments.split()[0] for instruction, arguments in steps if instruction == "FROM"]
-    assert len(bases) >= 2, f"{service}: one stage"
-    for base in bases:
+    built = image(service)
+    assert len(built.needed) >= 2, f"{service}: one stage"
+    for base in built.bases:
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", base) and not base.endswith(":latest"), f"{service}: {base}"
-    users = [arguments for instruction, arguments in steps if instruction == "USER"]
-    assert users and users[-1].split(":")[0] not in {"root", "0"}, f"{service}: runs as {users}"
-    assert any(instruction == "HEALTHCHECK" for instruction, _ in steps), f"{service}: no HEALTHCHECK"
+    assert built.setting("USER") == USER, f"{service}: runs as {built.setting('USER')}"
+    # Its own HEALTHCHECK, ENTRYPOINT and CMD: not inherited from a shared stage (ENTRYPOINT would reset CMD).
+    own = {instruction for instruction, _ in built.target.steps}
+    assert {"HEALTHCHECK", "ENTRYPOINT"} <= own, f"{service}: the target sets only {sorted(own)}"
+    assert "CMD" in own or service == "torchserve", f"{service}: no CMD"
 
 
 def test_every_image_the_manifests_run_is_built_here(rendered):
@@ -66,14 +170,32 @@ def test_every_image_the_manifests_run_is_built_here(rendered):
         for container in [*spec.get("initContainers", []), *spec["containers"]]
         if container["image"].startswith("iotpipe/")
     }
-    assert own == set(SERVICES)
+    assert own == set(IMAGES)
+
+
+@pytest.mark.parametrize("service", IMAGES)
+def test_only_the_producer_needs_a_build_context_besides_the_repository(service):
+    assert image(service).contexts == BUILD_CONTEXTS.get(service, set())
+    assert not any(stage.name in BUILD_CONTEXTS.get(service, set()) for stage in stages(IMAGES[service][0]))
+
+
+def test_ansible_builds_each_image_from_its_dockerfile_and_target():
+    defaults = yaml.safe_load((ANSIBLE / "roles" / "iotpipe_images" / "defaults" / "main.yml").read_text())
+    builds = defaults["iotpipe_images_builds"]
+    assert sorted(defaults["iotpipe_images_services"]) == sorted(builds) == sorted(IMAGES)
+    assert {service: (ROOT / build["dockerfile"], build.get("target")) for service, build in builds.items()} == IMAGES
+    tasks = (ANSIBLE / "roles" / "iotpipe_images" / "tasks" / "main.yml").read_text()
+    for context in {context for contexts in BUILD_CONTEXTS.values() for context in contexts}:
+        assert f"--build-context {context}=" in tasks
 
 
 @pytest.mark.parametrize("service", APPLICATIONS)
 def test_application_images_need_none_of_the_packages_they_leave_out(service):
     package, command = APPLICATIONS[service]
-    assert ["iotpipe", command] == json.loads(dict(instructions(service))["ENTRYPOINT"])
-    assert any(f"--without {' '.join(LEFT_OUT)}" in arguments for _, arguments in instructions(service))
+    built = image(service)
+    assert ["iotpipe", command] == json.loads(built.setting("ENTRYPOINT"))
+    steps = [arguments for stage in built.needed for _, arguments in stage.steps]
+    assert any(f"--without {' '.join(LEFT_OUT)}" in arguments for arguments in steps)
     blocked = {name.replace("-", "_") for name in LEFT_OUT} | {"ts", "model_archiver"}
     program = f"""
 import importlib.abc, sys

@@ -22,7 +22,8 @@ from tests.deploy.conftest import (
 
 ALL = ["base", *OVERLAYS]
 DEFAULTS = Config()
-# The images this project builds (docker/<name>/Dockerfile); the others are upstream images.
+# The images this project builds (docker/torchserve/Dockerfile, the targets of docker/app/Dockerfile); the others are
+# upstream images.
 OWN_IMAGES = {"torchserve", "bridge", "consumer", "producer"}
 # Upstream images whose entrypoint writes into the image at start (k8s/README.md).
 WRITABLE_ROOT = {"couchdb"}
