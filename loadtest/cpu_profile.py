@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import time
@@ -28,7 +29,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds_by_component(state_dir: Path) -> dict[str, float]:
     """CPU seconds so far of every running process of the stack whose state folder is ``state_dir``."""
-    owned = [f"{state_dir}/{folder}/" for folder in ("logs", "data", "torchserve", "pids")]
+    owned = re.compile(rf"{re.escape(str(state_dir))}/(logs|data|torchserve|pids)(/|\s|$)")
     totals: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
         try:
@@ -37,7 +38,7 @@ def cpu_seconds_by_component(state_dir: Path) -> dict[str, float]:
         except (OSError, IndexError):
             continue
         component = next((name for marker, name in COMPONENTS.items() if marker in command), None)
-        if component and any(path in command for path in owned):
+        if component and owned.search(command):
             totals[component] = totals.get(component, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS_PER_S
     return totals
 
