@@ -102,7 +102,8 @@ def process_batches(
         if records and replay_on_failure(consumer, batch, handle, records, stopping):
             consumer.commit_async(callback=_log_failed_commit)
         if lag is not None:
-            lag.set(records_behind(consumer))
+            with contextlib.suppress(KafkaError):  # unknown during a broker outage; kept as it was
+                lag.set(records_behind(consumer))
     consumer.commit()
 
 
