@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from iotpipe.config import Config
-from iotpipe.service import configure_logging, stop_on_signals
+from iotpipe.service import configure_logging, serve_metrics, stop_on_signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--producer-id", default="camera-1", help="this camera's id (the CloudEvents source)")
     produce.add_argument("--latency-file", type=Path, help="write id, sent, received, latency per image here")
     produce.add_argument("--timeout", type=float, default=30.0, help="seconds after which an image counts as lost")
+    produce.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
 
     models = command("models", lambda config, args: args.models_command(config, args), "manage model versions")
     actions = models.add_subparsers(title="actions", required=True, metavar="ACTION")
@@ -150,6 +151,7 @@ def cmd_produce(config: Config, args) -> int:
 
     from producer import Producer, cifar10_batches, image_folder
 
+    serve_metrics(args.metrics_port, config.metrics_bind_address)
     if args.cifar10_root:
         images = cifar10_batches(args.cifar10_root, download=args.download)
     else:

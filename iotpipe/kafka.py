@@ -113,8 +113,11 @@ class NotAcknowledged(RuntimeError):
 
 def send_all(producer: KafkaProducer, messages: list[tuple[str, bytes, bytes, Headers]]) -> None:
     """Send (topic, key, value, headers) messages and wait until Kafka has acknowledged every one."""
-    futures = [producer.send(topic, key=key, value=value, headers=headers) for topic, key, value, headers in messages]
-    producer.flush()
+    try:
+        futures = [producer.send(topic, key=k, value=v, headers=h) for topic, k, v, h in messages]
+        producer.flush()
+    except KafkaError as error:  # e.g. no metadata within max_block_ms while the broker is away
+        raise NotAcknowledged(f"Kafka refused {len(messages)} records: {error}") from None
     failures = [future.exception for future in futures if future.failed()]
     if failures:
         raise NotAcknowledged(f"Kafka did not acknowledge {len(failures)} of {len(futures)} records: {failures[0]}")

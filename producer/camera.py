@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
+from prometheus_client import Counter, Histogram
 
 from iotpipe import kafka
 from iotpipe.config import Config
@@ -24,6 +26,13 @@ from iotpipe.wire import ImageEvent, decode_headers
 from producer.images import SourceImage, take
 
 log = logging.getLogger("iotpipe.producer")
+
+IMAGES = Counter("iotpipe_producer_images", "Images this camera sent, and those answered", ["outcome"])
+ROUND_TRIP_SECONDS = Histogram(
+    "iotpipe_producer_round_trip_seconds",
+    "From sending an image to receiving its label",
+    buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+)
 
 
 @dataclass
@@ -101,6 +110,7 @@ class Producer:
                 )
                 key, value, headers = event.to_record()
                 self._sent[event.id] = time.perf_counter()
+                IMAGES.labels("sent").inc()
                 producer.send(self.config.images_topic, key=key, value=value, headers=headers)
                 if self.progress:
                     self.progress(1)
@@ -129,7 +139,13 @@ class Producer:
             consumer.position(assigned)  # resolve "end" now, before the first image is sent
             self._listening.set()
             while not self._stop_listening.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
+                try:
+                    batch = consumer.poll(timeout_ms=200)
+                except KafkaError as error:  # the broker is away: keep listening, answers will come
+                    log.warning("%s; listening again in 0.5 s", error)
+                    self._stop_listening.wait(0.5)
+                    continue
+                for records in batch.values():
                     answered = [decode_headers(record.headers).get("ce_id") for record in records if record.key == key]
                     self._record_answers(answered)
         finally:
@@ -141,6 +157,8 @@ class Producer:
             for image_id in image_ids:
                 if image_id in self._sent and image_id not in self._received:
                     self._received[image_id] = now
+                    IMAGES.labels("answered").inc()
+                    ROUND_TRIP_SECONDS.observe(now - self._sent[image_id])
             self._answered.notify_all()
 
     def _wait_for_answers(self) -> None:

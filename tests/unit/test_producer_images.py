@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+
+from producer.images import MissingImages, cifar10_batches, image_folder, take
+
+
+def test_image_folder_labels_images_by_their_class_folder(tmp_path: Path) -> None:
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "0001.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    images = image_folder(tmp_path)
+    assert [(image.name, image.label, image.content_type) for image in images] == [
+        ("cat/0001.jpg", "cat", "image/jpeg"),
+        ("dog/0001.jpg", "dog", "image/jpeg"),
+    ]
+
+
+def test_a_missing_image_folder_names_the_setting_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(MissingImages, match="IOTPIPE_DATA_DIR"):
+        image_folder(tmp_path / "nowhere")
+
+
+def test_missing_cifar10_batches_say_how_to_get_them_offline(tmp_path: Path) -> None:
+    with pytest.raises(MissingImages, match="--download"):
+        cifar10_batches(tmp_path)
+
+
+def test_take_cycles_through_a_short_source(tmp_path: Path) -> None:
+    assert take([1, 2, 3], 7) == [1, 2, 3, 1, 2, 3, 1]
