@@ -28,6 +28,8 @@ from producer.images import SourceImage, take
 log = logging.getLogger("iotpipe.producer")
 
 IMAGES = Counter("iotpipe_producer_images", "Images this camera sent, and those answered", ["outcome"])
+for outcome in ("sent", "answered"):
+    IMAGES.labels(outcome)  # exported as 0 before the first one
 ROUND_TRIP_SECONDS = Histogram(
     "iotpipe_producer_round_trip_seconds",
     "From sending an image to receiving its label",

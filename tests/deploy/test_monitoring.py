@@ -30,7 +30,7 @@ FROM_MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint", "service"}
 DASHBOARD = K8S / "components" / "monitoring" / "grafana-dashboard.json"
 # The modules that register the bridge's and the consumer's metrics with prometheus_client.
-METRICS_MODULES = ["bridges.bridge", "consumer.couchdb_writer"]
+METRICS_MODULES = ["bridges.bridge", "consumer.couchdb_writer", "producer.camera"]
 # TorchServe's own metrics (its metrics API); the dashboard may use any ts_* name.
 TORCHSERVE_PREFIX = "ts_"
 
@@ -190,7 +190,7 @@ def test_the_selector_reader_finds_metric_names_and_matchers_only():
 
 @pytest.fixture(scope="module")
 def exported() -> dict[str, dict[str, set[str]]]:
-    """{sample name: {label: values}} of every iotpipe_* metric that the bridge and the consumer register."""
+    """{sample name: {label: values}} of every iotpipe_* metric of the bridge, the consumer and the cameras."""
     for module in METRICS_MODULES:
         importlib.import_module(module)
     samples: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
