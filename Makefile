@@ -14,7 +14,7 @@ ifneq ($(wildcard $(SHARED)/data/cifar10-jpeg/test),)
 export IOTPIPE_DATA_DIR ?= $(SHARED)/data/cifar10-jpeg/test
 endif
 
-.PHONY: help setup system-packages up down status demo test lint models dashboard
+.PHONY: help setup system-packages up down status demo test lint models dashboard certs
 
 include deploy.mk
 
@@ -44,6 +44,9 @@ stack/kafka/lib/.installed: stack/kafka/pom.xml
 stack/couchdb/node_modules/.installed: stack/couchdb/package.json stack/couchdb/package-lock.json
 	npm ci --prefix stack/couchdb --no-audit --no-fund --loglevel=error
 	touch $@
+
+certs: setup ## the test CA and the broker's TLS key store for the SASL_SSL listener (.run/kafka/tls, not committed)
+	$(BIN)/python -m stack.tls .run/kafka/tls
 
 models: setup ## build the .mar archives of every shipped ResNet into model-store/
 	$(BIN)/iotpipe models build

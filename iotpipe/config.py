@@ -47,6 +47,9 @@ class Config:
     sasl_plain_username: str = ""
     sasl_plain_password: str = ""
     ssl_cafile: str = ""
+    # The embedded broker's SASL_SSL listener and its SCRAM user (password in .run/secrets).
+    kafka_sasl_ssl_address: str = "127.0.0.1:9094"
+    kafka_sasl_user: str = "iotpipe"
     # TorchServe
     inference_url: str = "http://127.0.0.1:8080"
     management_url: str = "http://127.0.0.1:8081"
@@ -129,6 +132,14 @@ class Config:
     @property
     def couchdb_secret_file(self) -> Path:
         return self.couchdb_password_file or self.state_dir / "secrets" / "couchdb_password"
+
+    @property
+    def kafka_secret_file(self) -> Path:
+        return self.state_dir / "secrets" / "kafka_password"
+
+    @property
+    def kafka_tls_dir(self) -> Path:
+        return self.state_dir / "kafka" / "tls"
 
     @property
     def key_file(self) -> Path:

@@ -25,6 +25,7 @@ from iotpipe.config import Config
 from iotpipe.torchserve import ManagementClient, ManagementError, bearer
 from stack.models import archive_name, build_archive, model_version
 from stack.process import Service, StackError
+from stack.tls import ensure_certificates
 
 STACK_DIR = Path(__file__).resolve().parent
 KAFKA_LIB = STACK_DIR / "kafka" / "lib"
@@ -57,6 +58,20 @@ def http_ok(url: str, **kwargs) -> bool:
         return requests.get(url, timeout=2, **kwargs).ok
     except requests.RequestException:
         return False
+
+
+def generated_secret(path: Path) -> str:
+    """The password kept in ``path`` (mode 0600), made at random on first use; never committed."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def kafka_password(config: Config) -> str:
+    """The SCRAM password of the embedded broker's SASL_SSL user."""
+    return generated_secret(config.kafka_secret_file)
 
 
 class Stack:
@@ -114,6 +129,7 @@ class Stack:
             shutil.rmtree(self.state / "data", ignore_errors=True)
             shutil.rmtree(self.state / "logs", ignore_errors=True)
             shutil.rmtree(self.state / "secrets", ignore_errors=True)
+            shutil.rmtree(self.state / "kafka", ignore_errors=True)
         return stopped
 
     def status(self) -> list[ComponentStatus]:
@@ -146,18 +162,23 @@ class Stack:
         properties = self.state / "kafka" / "server.properties"
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
         properties.parent.mkdir(parents=True, exist_ok=True)
+        _, keystore, keystore_password = ensure_certificates(self.config.kafka_tls_dir.resolve())
         properties.write_text(
             template.format(
                 broker=self.config.bootstrap_servers.split(",")[0],
                 controller=self._kafka_controller,
+                sasl_ssl=self.config.kafka_sasl_ssl_address,
                 log_dirs=data,
+                keystore=keystore,
+                keystore_password=keystore_password,
             )
         )
         if (data / "meta.properties").exists():
             return
+        scram_user = f"SCRAM-SHA-512=[name={self.config.kafka_sasl_user},password={kafka_password(self.config)}]"
         command = [
             *self._kafka_java, "kafka.tools.StorageTool", "format", "--standalone",
-            "--cluster-id", uuid.uuid4().hex[:22], "--config", str(properties),
+            "--cluster-id", uuid.uuid4().hex[:22], "--config", str(properties), "--add-scram", scram_user,
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -184,11 +205,7 @@ class Stack:
         """
         config = self.config
         if not config.couchdb_password:
-            secret = config.couchdb_secret_file
-            secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            secret.write_text(secrets.token_urlsafe(24))
-            secret.chmod(0o600)
-            config = config.replace(couchdb_password=secret.read_text())
+            config = config.replace(couchdb_password=generated_secret(config.couchdb_secret_file))
         admins = requests.get(f"{config.couchdb_url}/_config/admins", timeout=10)
         if admins.ok and config.couchdb_user not in admins.json():  # admin party: anyone is admin
             created = requests.put(

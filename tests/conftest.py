@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_STACK = {
     "state_dir": ROOT / ".run" / "test-stack",
     "bootstrap_servers": "127.0.0.1:19092",
+    "kafka_sasl_ssl_address": "127.0.0.1:19094",
     "inference_url": "http://127.0.0.1:18080",
     "management_url": "http://127.0.0.1:18081",
     "metrics_url": "http://127.0.0.1:18082",

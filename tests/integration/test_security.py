@@ -49,6 +49,7 @@ def test_every_stack_port_listens_on_loopback_only(stack: Config) -> None:
     }
     ports |= {stack.grpc_inference_port, stack.grpc_management_port, stack.bridge_metrics_port}
     ports |= {stack.consumer_metrics_port, host_port(stack.bootstrap_servers)[1] + 1}  # + the KRaft controller
+    ports |= {host_port(stack.kafka_sasl_ssl_address)[1]}
     listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN"}
     exposed = {port: listening[port] for port in ports if port in listening and not is_loopback(listening[port])}
     assert exposed == {}
