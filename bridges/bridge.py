@@ -1,11 +1,11 @@
 """The bridge: iot-images -> TorchServe -> iot-predictions, in micro-batches.
 
-Each poll of ``iot-images`` gives a micro-batch. Records that break the wire format, and
-images the handler cannot decode, go to ``iot-images-dlq`` with the reason in a header; the
-rest are sent to TorchServe ``images_per_request`` images per HTTP request, several requests
-at once, so that TorchServe's dynamic batching fills its batches. Offsets are committed only
-after every result and dead letter of the micro-batch has been acknowledged by Kafka, so a
-crash replays the batch instead of losing it (the consumer's writes are idempotent).
+The bridge is the ``Inference`` handler over the shared processing loop (iotpipe.processing),
+which polls, dead-letters, waits out outages, isolates failing records and commits. Each poll of
+``iot-images`` gives a micro-batch. Records that break the wire format, and images the handler
+cannot decode, go to ``iot-images-dlq`` with the reason in a header; the rest are sent to
+TorchServe ``images_per_request`` images per HTTP request, several requests at once, so that
+TorchServe's dynamic batching fills its batches.
 
 Which model version answers: TorchServe's default version (so `iotpipe models set-default`
 switches the bridge without a restart), or the version pinned by ``IOTPIPE_MODEL_VERSION``;
@@ -18,16 +18,18 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
-from bridges.clients import InferenceClient, InferenceUnavailable, client_for
+from bridges.clients import PROTOCOLS, InferenceClient, client_for
 from iotpipe import kafka
 from iotpipe.config import Config
-from iotpipe.service import retry_until_done, serve_metrics
-from iotpipe.wire import Headers, ImageEvent, Prediction, WireError, dead_letter_headers, now_iso
+from iotpipe.processing import Failure, Item, Output, Processed, ProcessingLoop, export_metrics
+from iotpipe.service import serve_metrics
+from iotpipe.wire import ImageEvent, Prediction, max_image_bytes, now_iso
 
 log = logging.getLogger("iotpipe.bridge")
 
@@ -43,6 +45,7 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
 LAG = Gauge("iotpipe_bridge_consumer_lag", "Records not yet taken from iot-images")
+export_metrics("bridge", "inference", dependencies=[client.protocol for client in PROTOCOLS.values()])
 
 
 class Bridge:
@@ -57,66 +60,81 @@ class Bridge:
         producer = kafka.producer(self.config)
         client = client_for(self.config)
         log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
+        loop = ProcessingLoop(
+            self.config,
+            consumer,
+            producer,
+            Inference(self.config, client),
+            self.stopping,
+            ready_file=self.ready_file,
+            lag=LAG,
+            dead_lettered=RECORDS.labels("dead_letter").inc,
+        )
         try:
-            kafka.process_batches(
-                consumer,
-                lambda records: self._process(records, client, producer),
-                self.stopping,
-                ready_file=self.ready_file,
-                lag=LAG,
-            )
+            loop.run()
         finally:
             client.close()
             producer.close()
             consumer.close()
 
-    def _process(self, records: list[ConsumerRecord], client: InferenceClient, producer) -> None:
+
+class Inference:
+    """The bridge's handler: images in, predictions out, one model server request per chunk of images."""
+
+    service = "bridge"
+    stage = "inference"
+
+    def __init__(self, config: Config, client: InferenceClient) -> None:
+        self.config = config
+        self.client = client
+        self.dead_letter_topic = config.dead_letter_topic
+        self.max_image_bytes = max_image_bytes(config.max_request_size)
+
+    def decode(self, record: ConsumerRecord) -> ImageEvent:
+        return ImageEvent.from_record(record.value, record.headers, max_bytes=self.max_image_bytes)
+
+    def process(self, items: Sequence[Item[ImageEvent]]) -> Processed:
         received_at = now_iso()
-        events: list[ImageEvent] = []
-        outgoing: list[tuple[str, bytes, bytes, Headers]] = []
-        for record in records:
-            try:
-                events.append(ImageEvent.from_record(record.value, record.headers))
-            except WireError as error:
-                outgoing.append(self._dead_letter(record.key, record.value, record.headers, str(error)))
-        BATCH_SIZE.observe(len(events))
+        BATCH_SIZE.observe(len(items))
         with INFERENCE_SECONDS.time():
-            predictions = retry_until_done(
-                lambda: self._predict(client, events), (InferenceUnavailable,), self.stopping, log
-            )
+            results = self._predict([item.value for item in items])
         inferred_at = now_iso()
-        for event, result in zip(events, predictions, strict=True):
+        processed = Processed()
+        for item, result in zip(items, results, strict=True):
             if "error" in result:
-                outgoing.append(self._dead_letter(*event.to_record(), result["error"]))
+                processed.failures.append(Failure(item.record, result["error"], f"{self.service}:{self.stage}"))
                 continue
             prediction = Prediction(
-                id=event.id,
-                producer_id=event.source,
-                subject=event.subject,
-                ground_truth=event.ground_truth,
+                id=item.value.id,
+                producer_id=item.value.source,
+                subject=item.value.subject,
+                ground_truth=item.value.ground_truth,
                 label=result["label"],
                 scores=result["scores"],
                 model=result["model"],
                 model_version=result["model_version"],
-                sent_at=event.time,
+                sent_at=item.value.time,
                 received_at=received_at,
                 inferred_at=inferred_at,
-                content_type=event.content_type,
-                image=event.data,
+                content_type=item.value.content_type,
+                image=item.value.data,
             )
-            outgoing.append((self.config.predictions_topic, *prediction.to_record()))
-        kafka.send_all(producer, outgoing)
-        RECORDS.labels("predicted").inc(sum(topic == self.config.predictions_topic for topic, *_ in outgoing))
-        RECORDS.labels("dead_letter").inc(sum(topic == self.config.dead_letter_topic for topic, *_ in outgoing))
+            processed.outputs.append(Output(item.record, self.config.predictions_topic, *prediction.to_record()))
+        RECORDS.labels("predicted").inc(len(processed.outputs))
+        return processed
 
-    def _predict(self, client: InferenceClient, events: list[ImageEvent]) -> list[dict]:
+    def check(self) -> None:
+        self.client.check(self.config.model_version or None)
+
+    def _predict(self, events: list[ImageEvent]) -> list[dict]:
         """Predictions in the order of ``events``, each image sent to the version it is routed to."""
         routes: dict[str | None, list[int]] = {}
         for index, event in enumerate(events):
             routes.setdefault(self.version_for(event.id), []).append(index)
         predictions: list[dict] = [{}] * len(events)
         for version, indices in routes.items():
-            for index, prediction in zip(indices, client.predict([events[i] for i in indices], version), strict=True):
+            answers = self.client.predict([events[i] for i in indices], version)
+            for index, prediction in zip(indices, answers, strict=True):
                 predictions[index] = prediction
         return predictions
 
@@ -126,7 +144,3 @@ class Bridge:
         if config.canary_version and zlib.crc32(image_id.encode()) / 2**32 < config.canary_share:
             return config.canary_version
         return config.model_version or None
-
-    def _dead_letter(self, key, value, headers, reason: str) -> tuple[str, bytes, bytes, Headers]:
-        log.warning("dead letter: %s", reason)
-        return self.config.dead_letter_topic, key, value, dead_letter_headers(headers, reason)

@@ -9,12 +9,15 @@
 
 Both send ``images_per_request`` images per request, several requests at once, and return one
 prediction per image, in order: ``{"label", "scores", "model", "model_version"}`` or
-``{"error": reason}`` for an image the model server could not decode.
+``{"error": reason}`` for an image the model server could not decode. A missing model or version
+is waited for (an outage: it may be being registered), not a reason to stop.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import io
 import json
 import threading
 import uuid
@@ -22,22 +25,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from PIL import Image
 
 from iotpipe.config import Config
-from iotpipe.torchserve import bearer
+from iotpipe.processing import BatchFailed, Outage
+from iotpipe.torchserve import KeyFileError, bearer
 from iotpipe.wire import ImageEvent
 
 
-class InferenceUnavailable(RuntimeError):
-    """The model server did not answer a request; the batch is retried, not dropped."""
-
-
-class InferenceMisconfigured(RuntimeError):
-    """The model server has no such model, version or route: retrying cannot help."""
-
-
 class InferenceClient:
-    """Chunking, concurrency, sessions and token handling; subclasses speak the protocol."""
+    """Chunking, concurrency, sessions, token handling and failure classes; subclasses speak the protocol.
+
+    Failures: a server that cannot be reached, refuses the key or lacks the model is an ``Outage``
+    (waited out); an error answer or a timeout for a request is ``BatchFailed`` (some image in it
+    may be the cause); ``check`` tells the two apart by sending one known-good image.
+    """
 
     protocol = ""
 
@@ -45,7 +47,7 @@ class InferenceClient:
         self.config = config
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=config.inference_concurrency)
-        self._headers = bearer(config.key_file, "inference")
+        self._headers: dict[str, str] | None = None  # read at the first request: TorchServe may still be starting
 
     def predict(self, images: Sequence[ImageEvent], version: str | None = None) -> list[dict]:
         """One prediction per image, in order, from ``version`` (default: the server's default)."""
@@ -54,38 +56,59 @@ class InferenceClient:
         answers = self._pool.map(lambda chunk: self._call(chunk, version), chunks)
         return [prediction for answer in answers for prediction in answer]
 
+    def check(self, version: str | None = None) -> None:
+        """Return if the server labels a known-good image; raise Outage if it does not."""
+        try:
+            [answer] = self._call([probe_image()], version)
+        except BatchFailed as error:
+            raise Outage(self.protocol, f"does not answer a known-good image: {error}") from None
+        if "error" in answer:
+            raise Outage(self.protocol, f"refuses a known-good image: {answer['error']}")
+
     def close(self) -> None:
         self._pool.shutdown()
 
     def _call(self, chunk: Sequence[ImageEvent], version: str | None) -> list[dict]:
         url, request = self.request(chunk, version)
-        for attempt in range(2):
-            try:
-                response = self._session().post(
-                    url, headers=self._headers, timeout=self.config.request_timeout_s, **request
-                )
-            except requests.RequestException as error:
-                raise InferenceUnavailable(f"{self.protocol} at {url} did not answer: {error}") from None
-            if attempt == 0 and "Token Authorization failed" in response.text:
-                self._headers = bearer(self.config.key_file, "inference")  # keys were regenerated
-                continue
-            break
+        response = self._post(url, request)
+        if response.status_code in (401, 403):  # the keys were renewed or regenerated: read them again
+            self._headers = self._read_key(url)
+            response = self._post(url, request)
+        if response.status_code in (401, 403):
+            raise Outage(self.protocol, f"{url} refuses the inference key of {self.config.key_file}")
         if response.status_code == 404:
-            raise InferenceMisconfigured(
-                f"{self.protocol} at {url} has no such model or version ({response.text[:200]}); check "
-                "IOTPIPE_MODEL_NAME, IOTPIPE_MODEL_VERSION, IOTPIPE_CANARY_VERSION and `iotpipe models list`"
+            raise Outage(
+                self.protocol,
+                f"{url} has no such model or version ({response.text[:200]}); waiting for it to be registered "
+                "(check IOTPIPE_MODEL_NAME, IOTPIPE_MODEL_VERSION, IOTPIPE_CANARY_VERSION and `iotpipe models list`)",
             )
         if not response.ok:
-            raise InferenceUnavailable(
-                f"{self.protocol} at {url} answered {response.status_code}: {response.text[:300]}"
-            )
+            raise BatchFailed(f"{self.protocol} at {url} answered {response.status_code}: {response.text[:300]}")
         try:
             predictions = self.parse(response.json())
         except (ValueError, KeyError, TypeError) as error:
-            raise InferenceUnavailable(f"{self.protocol} at {url} gave an answer we cannot read: {error!r}") from None
+            raise BatchFailed(f"{self.protocol} at {url} gave an answer we cannot read: {error!r}") from None
         if len(predictions) != len(chunk):
-            raise InferenceUnavailable(f"{self.protocol} answered {len(chunk)} images with {len(predictions)} results")
+            raise BatchFailed(f"{self.protocol} answered {len(chunk)} images with {len(predictions)} results")
         return predictions
+
+    def _post(self, url: str, request: dict) -> requests.Response:
+        if self._headers is None:
+            self._headers = self._read_key(url)
+        try:
+            return self._session().post(url, headers=self._headers, timeout=self.config.request_timeout_s, **request)
+        except requests.ConnectionError as error:
+            raise Outage(self.protocol, f"{url} cannot be reached: {error}") from None
+        except requests.Timeout:  # the server took the request: it may be what the request holds
+            raise BatchFailed(f"{self.protocol} at {url} gave no answer in {self.config.request_timeout_s} s") from None
+        except requests.RequestException as error:
+            raise Outage(self.protocol, f"{url}: {error}") from None
+
+    def _read_key(self, url: str) -> dict[str, str]:
+        try:
+            return bearer(self.config.key_file, "inference")
+        except KeyFileError as error:
+            raise Outage(self.protocol, f"{url}: {error}") from None
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
@@ -143,6 +166,14 @@ class OpenInferenceClient(InferenceClient):
                     }
                 )
         return predictions
+
+
+@functools.cache
+def probe_image() -> ImageEvent:
+    """A plain grey 32x32 PNG: any working model server labels it."""
+    encoded = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(encoded, format="PNG")
+    return ImageEvent(source="iotpipe-probe", data=encoded.getvalue(), content_type="image/png", id="probe")
 
 
 PROTOCOLS: dict[str, type[InferenceClient]] = {"torchserve": TorchServeClient, "open-inference": OpenInferenceClient}

@@ -1,9 +1,11 @@
 """Stores every prediction in CouchDB with its image, in bulk, exactly one document per image.
 
-Each poll of ``iot-predictions`` becomes one ``_bulk_docs`` request. The document id is the
-image id, so a result delivered twice (after a crash before the commit) meets a conflict and
-the stored document stays as it is. Offsets are committed after CouchDB has answered. A record
-that is not a valid prediction goes to ``iot-predictions-dlq`` with the reason in a header.
+The consumer is the ``Storage`` handler over the shared processing loop (iotpipe.processing).
+Each poll of ``iot-predictions`` becomes one ``_bulk_docs`` request. The document id is the image
+id, so a result delivered twice (after a crash before the commit) meets the stored document and
+stays as it is; the same id with a *different* image is a conflict and is dead-lettered, as is a
+record that is not a valid prediction or a document CouchDB refuses. CouchDB outages are waited
+out; a bulk write refused as a whole is split until the refused document is found.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-import couchdb
-import requests
+from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
 from iotpipe import couch, kafka
 from iotpipe.config import Config
-from iotpipe.service import retry_until_done, serve_metrics
-from iotpipe.wire import Prediction, WireError, dead_letter_headers, parse_time
+from iotpipe.processing import BatchFailed, Failure, Item, Outage, Processed, ProcessingLoop, export_metrics
+from iotpipe.service import serve_metrics
+from iotpipe.wire import Prediction, parse_time
 
 log = logging.getLogger("iotpipe.consumer")
 
@@ -38,6 +41,8 @@ END_TO_END_SECONDS = Histogram(
     buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10),
 )
 LAG = Gauge("iotpipe_consumer_lag", "Records not yet taken from iot-predictions")
+export_metrics("consumer", "store", dependencies=["CouchDB"])
+SETTLED = (couch.Outcome.STORED, couch.Outcome.ALREADY_STORED)
 
 
 class Consumer:
@@ -48,43 +53,65 @@ class Consumer:
 
     def run(self) -> None:
         serve_metrics(self.config.consumer_metrics_port, self.config.metrics_bind_address)
-        db = couch.database(self.config, create=True)
+        storage = Storage(self.config)
         consumer = kafka.consumer(self.config, self.config.predictions_topic, group_id=self.config.consumer_group_id)
         producer = kafka.producer(self.config)
         log.info("consumer storing %s into %s", self.config.predictions_topic, self.config.couchdb_database)
+        loop = ProcessingLoop(
+            self.config,
+            consumer,
+            producer,
+            storage,
+            self.stopping,
+            ready_file=self.ready_file,
+            lag=LAG,
+            dead_lettered=DOCUMENTS.labels("dead_letter").inc,
+        )
         try:
-            kafka.process_batches(
-                consumer,
-                lambda records: self._store(records, db, producer),
-                self.stopping,
-                ready_file=self.ready_file,
-                lag=LAG,
-            )
+            loop.run()
         finally:
             producer.close()
             consumer.close()
 
-    def _store(self, records, db: couchdb.Database, producer) -> None:
-        predictions, documents, dead_letters = [], [], []
-        for record in records:
-            try:
-                predictions.append(Prediction.from_value(record.value))
-                documents.append(couch.document_for(predictions[-1]))
-            except WireError as error:
-                log.warning("dead letter: %s", error)
-                headers = dead_letter_headers(record.headers, str(error))
-                dead_letters.append((self.config.predictions_dead_letter_topic, record.key, record.value, headers))
-        with WRITE_SECONDS.time():
-            report = retry_until_done(
-                lambda: couch.save_all(db, documents) if documents else couch.WriteReport(),
-                (OSError, requests.RequestException, couchdb.ServerError),
-                self.stopping,
-                log,
-            )
+
+class Storage:
+    """The consumer's handler: predictions in, one CouchDB document per image out."""
+
+    service = "consumer"
+    stage = "store"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dead_letter_topic = config.predictions_dead_letter_topic
+        self.db = couch.Database(config)
+
+    def decode(self, record: ConsumerRecord) -> Prediction:
+        return Prediction.from_record(record.value, record.headers)
+
+    def process(self, items: Sequence[Item[Prediction]]) -> Processed:
+        documents = [couch.document_for(item.value) for item in items]
+        try:
+            with WRITE_SECONDS.time():
+                outcomes = couch.save_all(self.db, documents)
+        except couch.CouchUnavailable as error:
+            raise Outage("CouchDB", str(error)) from None
+        except couch.CouchRefused as error:
+            raise BatchFailed(f"CouchDB refused the bulk write ({error.status}): {error}") from None
         stored = time.time()
-        for prediction in predictions:
-            END_TO_END_SECONDS.observe(stored - parse_time(prediction.sent_at))
-        kafka.send_all(producer, dead_letters)
-        DOCUMENTS.labels("dead_letter").inc(len(dead_letters))
-        DOCUMENTS.labels("stored").inc(report.written)
-        DOCUMENTS.labels("already_stored").inc(report.already_stored)
+        processed = Processed()
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.outcome in SETTLED:
+                DOCUMENTS.labels(outcome.outcome).inc()
+                if outcome.outcome == couch.Outcome.STORED:
+                    END_TO_END_SECONDS.observe(stored - parse_time(item.value.sent_at))
+            else:
+                reason = f"CouchDB {outcome.outcome}: {outcome.reason}"
+                processed.failures.append(Failure(item.record, reason, f"{self.service}:{self.stage}"))
+        return processed
+
+    def check(self) -> None:
+        """CouchDB answers, with the results database ready (made where missing, e.g. after a purge)."""
+        try:
+            couch.database(self.config, create=True)
+        except couch.CouchError as error:
+            raise Outage("CouchDB", str(error)) from None

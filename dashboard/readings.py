@@ -13,16 +13,14 @@ import threading
 import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
-from http.client import HTTPException
 from urllib.parse import quote
 
-import couchdb
 import numpy as np
-import requests
 
 from dashboard.metrics import Scrape, scrape, total
 from iotpipe import couch
 from iotpipe.config import Config
+from iotpipe.couch import CouchError, CouchRefused
 from iotpipe.wire import parse_time
 
 LATEST = 12  # images on the page
@@ -33,7 +31,7 @@ THROUGHPUT_WINDOW_S = 5.0  # images stored per second, over about this long
 # seconds. The accuracy is read again after ACCURACY_EVERY_S, or after ten times the last
 # query's duration if longer, so that it costs CouchDB at most a tenth of one core.
 ACCURACY_EVERY_S = 5.0
-COUCHDB_TIMEOUT_S = 5.0
+COUCHDB_TIMEOUT_S = 5.0  # at most: a page that says "n/a" soon beats one that waits
 METRICS_TIMEOUT_S = 1.0
 
 # The Mango index that sorting on stored_at needs, created in the results database on first use.
@@ -46,34 +44,15 @@ STORED_AT_INDEX = {
 LATEST_FIELDS = ["_id", "producer_id", "subject", "ground_truth", "label", "scores", "model", "model_version"]
 LATEST_FIELDS += ["sent_at", "stored_at"]
 
-Errors = (requests.RequestException, OSError, HTTPException, ValueError, KeyError)
-CouchdbErrors = (couchdb.HTTPError, OSError, HTTPException, ValueError, KeyError)
-
-
-class CouchUnavailable(RuntimeError):
-    """CouchDB did not answer, or not as its HTTP API says."""
-
-
-def unreachable(config: Config, error: Exception) -> CouchUnavailable:
-    """What the page's status line says when CouchDB cannot be reached, and what to do about it."""
-    if isinstance(error, requests.Timeout):
-        what = f"no answer in {COUCHDB_TIMEOUT_S:.0f} s"
-    elif isinstance(error, requests.ConnectionError):
-        what = "not answering"
-    else:
-        what = f"{type(error).__name__}: {error}"
-    return CouchUnavailable(f"CouchDB at {config.couchdb_url}: {what}; is the stack up (`iotpipe status`)?")
-
 
 class Readings:
     """Thread-safe: the dashboard's HTTP server calls it from one thread per request."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.database_url = f"{config.couchdb_url.rstrip('/')}/{quote(config.couchdb_database, safe='')}"
+        self.db = couch.database(config.replace(couchdb_timeout_s=min(config.couchdb_timeout_s, COUCHDB_TIMEOUT_S)))
         self.bridge_metrics_url = f"http://127.0.0.1:{config.bridge_metrics_port}/metrics"
         self.consumer_metrics_url = f"http://127.0.0.1:{config.consumer_metrics_port}/metrics"
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._setup_lock = threading.Lock()
         self._index_ready = False
@@ -81,7 +60,6 @@ class Readings:
         self._accuracy_lock = threading.Lock()
         self._accuracy: dict | None = None
         self._accuracy_due = 0.0
-        self._results: couchdb.Database | None = None  # for iotpipe.couch's helpers (the accuracy view)
 
     # -- the page's three JSON endpoints
 
@@ -94,7 +72,7 @@ class Readings:
         try:
             stored = self.stored_count()
             latency = self.latency()
-        except CouchUnavailable as error:
+        except CouchError as error:
             couchdb_error = str(error)
         return {
             "database": self.config.couchdb_database,
@@ -113,7 +91,7 @@ class Readings:
         """The last ``limit`` stored images, newest first, with their labels and latency."""
         try:
             documents = self._find({"stored_at": {"$gt": None}}, limit, LATEST_FIELDS)
-        except CouchUnavailable as error:
+        except CouchError as error:
             return {"images": None, "couchdb_error": str(error)}
         return {"images": [_image(document) for document in documents], "couchdb_error": None}
 
@@ -130,13 +108,9 @@ class Readings:
                 return self._accuracy
             started = time.monotonic()
             try:
-                if self._results is None:
-                    self._results = couch.database(self.config)
-                totals = couch.accuracy_by_version(self._results)
-            except CouchdbErrors as error:
-                self._results = None
-                problem = unreachable(self.config, error) if isinstance(error, OSError) else error
-                return {"versions": None, "as_of": None, "couchdb_error": f"CouchDB view iotpipe/accuracy: {problem}"}
+                totals = couch.accuracy_by_version(self.db)
+            except CouchError as error:
+                return {"versions": None, "as_of": None, "couchdb_error": str(error)}
             finished = time.monotonic()
             versions = accuracy_table(totals, self.config.model_name)
             self._accuracy = {"versions": versions, "as_of": iso(datetime.now(UTC)), "couchdb_error": None}
@@ -146,26 +120,18 @@ class Readings:
             self._accuracy_lock.release()
 
     def image(self, image_id: str) -> tuple[bytes, str] | None:
-        """(bytes, content type) of an image's attachment, or None if there is none."""
-        try:
-            response = self._session().get(
-                f"{self.database_url}/{quote(image_id, safe='')}/image", timeout=COUCHDB_TIMEOUT_S
-            )
-        except Errors as error:
-            raise unreachable(self.config, error) from error
-        if response.status_code == 404:
-            return None
-        if not response.ok:
-            raise CouchUnavailable(f"CouchDB answered {response.status_code} for image {image_id}")
-        return response.content, response.headers.get("Content-Type", "application/octet-stream")
+        """(bytes, content type as CouchDB says) of an image's attachment, or None if there is none.
+
+        ValueError for an id that could address anything but one ordinary document.
+        """
+        return self.db.attachment(image_id)
 
     # -- the numbers
 
     def stored_count(self) -> int:
         """Documents in the results database, design documents (indexes, views) left out."""
-        info = self._get("").json()
-        design = self._get("_all_docs", params={"startkey": '"_design/"', "endkey": '"_design0"'}).json()
-        return int(info["doc_count"]) - len(design["rows"])
+        design = self.db.all_docs(startkey="_design/", endkey="_design0")
+        return int(self.db.info()["doc_count"]) - len(design)
 
     def throughput(self, stored: int | None, now: float | None = None) -> float | None:
         """Images stored per second over the last ~THROUGHPUT_WINDOW_S, from the counts seen so far."""
@@ -181,57 +147,25 @@ class Readings:
         documents = self._find({"stored_at": {"$gt": since}}, LATENCY_SAMPLE, ["sent_at", "stored_at"])
         return latency_summary(documents, LATENCY_WINDOW_S)
 
-    # -- CouchDB's HTTP API
+    # -- CouchDB's Mango queries
 
     def _find(self, selector: dict, limit: int, fields: list[str]) -> list[dict]:
         self._ensure_index()
         query = {"selector": selector, "sort": [{"stored_at": "desc"}], "limit": limit, "fields": fields}
         try:
-            return self._post("_find", query).json()["docs"]
-        except requests.HTTPError as error:
+            return self.db.find(query)
+        except CouchRefused:
             self._index_ready = False  # a database created anew has lost its index: make it again
-            raise CouchUnavailable(f"CouchDB _find on {self.config.couchdb_database}: {error}") from error
-        except Errors as error:
-            raise unreachable(self.config, error) from error
+            raise
 
     def _ensure_index(self) -> None:
         """The Mango index on stored_at, created once (POST _index is idempotent; retried while CouchDB is down)."""
         if self._index_ready:
             return
         with self._setup_lock:
-            if self._index_ready:
-                return
-            try:
-                self._post("_index", STORED_AT_INDEX)
-            except requests.HTTPError as error:
-                raise CouchUnavailable(
-                    f"CouchDB refused the index on stored_at in {self.config.couchdb_database}: {error}"
-                ) from error
-            except Errors as error:
-                raise unreachable(self.config, error) from error
-            self._index_ready = True
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.auth = self.config.couchdb_credentials
-        return session
-
-    def _get(self, path: str, params: dict | None = None) -> requests.Response:
-        url = f"{self.database_url}/{path}" if path else self.database_url
-        try:
-            response = self._session().get(url, params=params, timeout=COUCHDB_TIMEOUT_S)
-        except Errors as error:
-            raise unreachable(self.config, error) from error
-        if not response.ok:
-            raise CouchUnavailable(f"CouchDB answered {response.status_code} to GET {url}: {response.text[:200]}")
-        return response
-
-    def _post(self, path: str, body: dict) -> requests.Response:
-        response = self._session().post(f"{self.database_url}/{path}", json=body, timeout=COUCHDB_TIMEOUT_S)
-        response.raise_for_status()
-        return response
+            if not self._index_ready:
+                self.db.create_index(STORED_AT_INDEX)
+                self._index_ready = True
 
 
 # -- pure helpers (unit-tested)

@@ -6,7 +6,9 @@
     GET /api/accuracy      accuracy per model version
     GET /images/<id>       the image attachment of one document (the browser needs no CouchDB login)
 
-Loopback only, standard library only: ``ThreadingHTTPServer``, one thread per request.
+Loopback only, standard library only: ``ThreadingHTTPServer``, one thread per request. A request
+whose Host header names another address is refused (a DNS-rebinding page would otherwise read
+CouchDB through the dashboard); every answer carries a Content-Security-Policy.
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from dashboard.readings import CouchUnavailable, Readings
+from dashboard.readings import Readings
 from iotpipe.config import Config
+from iotpipe.couch import CouchError
+from iotpipe.wire import IMAGE_CONTENT_TYPES
 
 log = logging.getLogger("iotpipe.dashboard")
 
 STATIC = Path(__file__).parent / "static"
 HOST = "127.0.0.1"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+# The page loads its own script, style, data and images and nothing else; every other answer
+# (JSON, images) is inert even when opened as a document.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+INERT_POLICY = "default-src 'none'; sandbox"
 
 
 class Dashboard:
@@ -46,6 +58,7 @@ class Dashboard:
                 f"cannot listen on {HOST}:{port} ({error.strerror}); is a dashboard already running there? "
                 "Set IOTPIPE_DASHBOARD_PORT to another port"
             ) from error
+        handler.hosts = own_hosts(*self._server.server_address[:2])
         self._server.daemon_threads = True
         self._serving = threading.Event()
 
@@ -74,18 +87,26 @@ class Dashboard:
         self.close()
 
 
+def own_hosts(bound: str, port: int) -> frozenset[str]:
+    """The Host headers that name this dashboard: a loopback name or the bound address, with the port."""
+    return frozenset(f"{name}:{port}" for name in (*LOOPBACK_NAMES, bound))
+
+
 IMAGE_PATH = re.compile(r"^/images/([^/]+)$")
 API = {"/api/stats": Readings.stats, "/api/latest": Readings.latest, "/api/accuracy": Readings.accuracy}
 
 
 class _Handler(BaseHTTPRequestHandler):
     readings: Readings
+    hosts: frozenset[str]
     server_version = "iotpipe-dashboard"
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path in ("/", "/index.html"):
-            self._file(STATIC / "index.html")
+        if (self.headers.get("Host") or "").lower() not in self.hosts:
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, b"not this dashboard's address\n", "text/plain; charset=utf-8")
+        elif path in ("/", "/index.html"):
+            self._file(STATIC / "index.html", policy=PAGE_POLICY)
         elif path.startswith("/static/"):
             self._static(path.removeprefix("/static/"))
         elif path in API:
@@ -102,11 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
-    def _file(self, file: Path) -> None:
+    def _file(self, file: Path, policy: str = INERT_POLICY) -> None:
         content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
         if content_type.startswith("text/") or content_type.endswith("javascript"):
             content_type += "; charset=utf-8"
-        self._send(HTTPStatus.OK, file.read_bytes(), content_type, cache="no-cache")
+        self._send(HTTPStatus.OK, file.read_bytes(), content_type, cache="no-cache", policy=policy)
 
     def _api(self, path: str) -> None:
         try:
@@ -123,25 +144,40 @@ class _Handler(BaseHTTPRequestHandler):
     def _image(self, image_id: str) -> None:
         try:
             image = self.readings.image(image_id)
-        except CouchUnavailable as error:
+        except ValueError:  # an id that could address something else than one image
+            image = None
+        except CouchError as error:
             self._send(HTTPStatus.BAD_GATEWAY, f"{error}\n".encode(), "text/plain; charset=utf-8")
             return
         if image is None:
             self._send(HTTPStatus.NOT_FOUND, b"no such image\n", "text/plain; charset=utf-8")
             return
-        data, content_type = image
+        data, stored_type = image
+        content_type = image_type(stored_type)
+        if content_type is None:
+            self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, b"not a JPEG or PNG image\n", "text/plain; charset=utf-8")
+            return
         # A document's image never changes (one document per image id): the browser may keep it.
         self._send(HTTPStatus.OK, data, content_type, cache="max-age=86400, immutable")
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str, cache: str = "no-store") -> None:
+    def _send(
+        self, status: HTTPStatus, body: bytes, content_type: str, cache: str = "no-store", policy: str = INERT_POLICY
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", policy)
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the page moved on (a refresh)
             self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def image_type(content_type: str) -> str | None:
+    """The allowed image type that CouchDB's Content-Type header names, or None if it names another."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type if media_type in IMAGE_CONTENT_TYPES else None

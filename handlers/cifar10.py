@@ -9,7 +9,8 @@ gathered:
   elements are base64-encoded images. The answer is an inference response with the outputs
   ``label``, ``scores`` (JSON of the top scores) and ``error`` (empty when the image was fine).
 
-An image that cannot be decoded gets an error in its place; the other images are still answered.
+An image that cannot be decoded, or a request that is malformed, gets an error in its place; the
+other images of the batch, which may be other clients' requests, are still answered.
 """
 
 from __future__ import annotations

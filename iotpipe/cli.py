@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model-arch", choices=["resnet20", "resnet32", "resnet44", "resnet56"], help="model to serve")
     down = command("down", cmd_down, "stop every component (data kept)")
     down.add_argument("--purge", action="store_true", help="also delete the data and logs under the state folder")
-    command("status", cmd_status, "show each component and whether it is healthy")
+    command("status", cmd_status, "show each component: process, health, restarts, what it waits for")
+    supervise = command(
+        "supervise", cmd_supervise, "restart what dies in the embedded stack, renew TorchServe's keys (`up` starts it)"
+    )
+    supervise.add_argument("--ready-file", type=Path, help="file written once the supervisor runs")
 
     for name, handler, text in (
         ("bridge", cmd_bridge, "run the bridge (iot-images -> TorchServe -> iot-predictions) in the foreground"),
@@ -89,10 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--producer-id", help="only the images of this producer")
 
     from dashboard.cli import register as register_dashboard
+    from iotpipe.dead_letters_cli import register as register_dead_letters
     from loadtest.cli import register as register_loadtest
 
     register_loadtest(commands)
     register_dashboard(commands)
+    register_dead_letters(commands)
     return parser
 
 
@@ -122,12 +128,23 @@ def cmd_status(config: Config, args) -> int:
     from stack import Stack
 
     rows = Stack(config).status()
-    print(f"{'component':<12} {'process':<9} {'health':<9} detail")
+    print(f"{'component':<12} {'process':<9} {'health':<9} {'restarts':>8}  detail")
     for row in rows:
         process = "running" if row.running else "stopped"
         health = "healthy" if row.healthy else "down"
-        print(f"{row.name:<12} {process:<9} {health:<9} {row.detail}")
+        print(f"{row.name:<12} {process:<9} {health:<9} {row.restarts:>8}  {row.detail}")
+        if row.waiting:
+            print(f"{'':<42}{row.waiting}")
     return 0 if all(row.healthy for row in rows) else 3
+
+
+def cmd_supervise(config: Config, args) -> None:
+    from stack import Stack
+    from stack.supervisor import Supervisor
+
+    supervisor = Supervisor(Stack(config), ready_file=args.ready_file)
+    stop_on_signals(supervisor.stopping)
+    supervisor.run()
 
 
 def cmd_bridge(config: Config, args) -> None:

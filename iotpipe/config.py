@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class Config:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_plain_username: str = ""
-    sasl_plain_password: str = ""
+    sasl_plain_password: str = field(default="", repr=False)
     ssl_cafile: str = ""
     # The embedded broker's SASL_SSL listener and its SCRAM user (password in .run/secrets).
     kafka_sasl_ssl_address: str = "127.0.0.1:9094"
@@ -73,13 +73,24 @@ class Config:
     request_timeout_s: float = 30.0
     inference_concurrency: int = 8
     torchserve_key_file: Path | None = None
+    # TorchServe's API keys expire after this many minutes (fractions allowed); the embedded
+    # stack and the k8s sidecar renew them through its token API well before that.
+    torchserve_token_expiration_min: float = 10080.0
     # CouchDB
     couchdb_url: str = "http://127.0.0.1:5984"
     couchdb_database: str = "iot_results"
     couchdb_user: str = "admin"
     # Empty: read from couchdb_password_file, which `iotpipe up` fills with a random password.
-    couchdb_password: str = ""
+    couchdb_password: str = field(default="", repr=False)
     couchdb_password_file: Path | None = None
+    # Every CouchDB request gives up after this long (a hung server is an outage, not a freeze).
+    couchdb_timeout_s: float = 30.0
+    # Failures: an outage is waited out with backoff between these bounds, without end; a batch
+    # that fails with no known culprit is tried this many times, then split until the failing
+    # record is alone, and a record that still fails alone that many times is dead-lettered.
+    attempts_before_split: int = 3
+    retry_backoff_initial_s: float = 0.5
+    retry_backoff_max_s: float = 10.0
     # Observability: Prometheus endpoints of the services, and the dashboard page
     metrics_bind_address: str = "127.0.0.1"  # 0.0.0.0 in a pod, so that Prometheus can scrape it
     bridge_metrics_port: int = 9101
@@ -96,10 +107,10 @@ class Config:
         """Defaults, then IOTPIPE_* variables, then explicit overrides (flags) that are not None."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
+        for setting in fields(cls):
+            raw = environ.get(ENV_PREFIX + setting.name.upper())
             if raw is not None:
-                values[field.name] = _parse(field, raw)
+                values[setting.name] = _parse(setting, raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
         config = cls(**values)
         if not config.couchdb_password and config.couchdb_secret_file.is_file():

@@ -5,15 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from prometheus_client import start_http_server
 
 from iotpipe.wire import now_iso
-
-T = TypeVar("T")
 
 
 def mark_ready(path: Path) -> None:
@@ -40,28 +36,3 @@ def configure_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def retry_until_done(
-    call: Callable[[], T],
-    errors: tuple[type[BaseException], ...],
-    stopping: threading.Event,
-    log: logging.Logger,
-    first_s: float = 0.5,
-    max_s: float = 10.0,
-) -> T:
-    """Call until it succeeds, backing off exponentially: an outage pauses work, it never drops it.
-
-    Gives up (re-raises) only when the service is stopping; then nothing was committed, so
-    the records are delivered again to the next run.
-    """
-    delay = first_s
-    while True:
-        try:
-            return call()
-        except errors as error:
-            if stopping.is_set():
-                raise
-            log.warning("%s; retrying in %.1f s", error, delay)
-            stopping.wait(delay)
-            delay = min(delay * 2, max_s)

@@ -1,35 +1,76 @@
-"""TorchServe helpers: its API keys (token authorization stays on) and its management API."""
+"""TorchServe helpers: its API keys (token authorization stays on) and its management API.
+
+TorchServe 0.12 writes three keys to key_file.json: "inference" and "management", which expire
+after ``token_expiration_min`` and are renewed through its token API, and "API", the key of that
+token API, which does not expire. A renewal rewrites the file in place and refuses the old key at
+once, so clients re-read the file when a key is refused.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import requests
 
 from iotpipe.config import Config
 
+# The key of TorchServe's token API in key_file.json; it never expires.
+TOKEN_API_KEY = "API"
+# The keys that expire and are renewed.
+EXPIRING_KEYS = ("inference", "management")
+# TorchServe rewrites key_file.json in place (truncate, then write): a read can catch it half written.
+KEY_FILE_REWRITE_S = 1.0
+
 
 class KeyFileError(RuntimeError):
     pass
 
 
+def read_keys(key_file: Path) -> dict:
+    """key_file.json as TorchServe last wrote it, read again while a rewrite is in progress."""
+    deadline = time.monotonic() + KEY_FILE_REWRITE_S
+    while True:
+        try:
+            return json.loads(key_file.read_text())
+        except FileNotFoundError:
+            raise KeyFileError(
+                f"TorchServe key file {key_file} does not exist; start the stack (`iotpipe up`) "
+                "or set IOTPIPE_TORCHSERVE_KEY_FILE"
+            ) from None
+        except ValueError as error:
+            if time.monotonic() > deadline:
+                raise KeyFileError(f"TorchServe key file {key_file} is not JSON ({error})") from None
+            time.sleep(0.02)
+
+
 def api_key(key_file: Path, api: str) -> str:
-    """The current key of ``api`` ("inference" or "management") from TorchServe's key_file.json."""
+    """The current key of ``api`` ("inference", "management" or "API") from TorchServe's key_file.json."""
     try:
-        return json.loads(key_file.read_text())[api]["key"]
-    except FileNotFoundError:
-        raise KeyFileError(
-            f"TorchServe key file {key_file} does not exist; start the stack (`iotpipe up`) "
-            "or set IOTPIPE_TORCHSERVE_KEY_FILE"
-        ) from None
-    except (KeyError, ValueError) as error:
+        return read_keys(key_file)[api]["key"]
+    except (KeyError, TypeError) as error:
         raise KeyFileError(f"TorchServe key file {key_file} has no {api} key ({error!r})") from None
 
 
 def bearer(key_file: Path, api: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key(key_file, api)}"}
+
+
+def key_expirations(key_file: Path) -> dict[str, tuple[str, datetime]]:
+    """Each expiring key and when it expires (an aware UTC time), as TorchServe wrote them."""
+    keys = read_keys(key_file)
+    try:
+        return {api: (keys[api]["key"], datetime.fromisoformat(keys[api]["expiration time"])) for api in EXPIRING_KEYS}
+    except (KeyError, TypeError, ValueError) as error:
+        raise KeyFileError(f"TorchServe key file {key_file} has no expiring keys ({error!r})") from None
+
+
+def key_refused(response: requests.Response) -> bool:
+    """TorchServe 0.12 answers a missing, wrong or expired key with 400 InvalidKeyException."""
+    return response.status_code in (400, 401) and "InvalidKeyException" in response.text
 
 
 class ManagementError(RuntimeError):
@@ -90,6 +131,10 @@ class ManagementClient:
         params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
         self._request("PUT", f"/models/{name}/{version}", params=params, timeout=300)
 
+    def renew_key(self, api: str) -> None:
+        """Make TorchServe issue a new ``api`` key ("inference" or "management"); it rewrites key_file.json."""
+        self._request("POST", "/token", params={"type": api}, key=TOKEN_API_KEY)
+
     def unregister(self, name: str, version: str) -> None:
         versions = self.versions(name)
         if len(versions) > 1 and any(v.version == version and v.is_default for v in versions):
@@ -99,23 +144,34 @@ class ManagementClient:
             )
         self._request("DELETE", f"/models/{name}/{version}", timeout=120)
 
-    def _request(self, method: str, path: str, timeout: float = 30, **kwargs) -> requests.Response:
-        url = f"{self.url}{path}"
-        try:
-            response = self.session.request(
-                method, url, headers=bearer(self.config.key_file, "management"), timeout=timeout, **kwargs
-            )
-        except requests.ConnectionError:
-            raise ManagementError(
-                f"TorchServe's management API at {self.url} is not answering; is the stack up (`iotpipe status`)?"
-            ) from None
+    def _request(
+        self, method: str, path: str, timeout: float = 30, key: str = "management", **kwargs
+    ) -> requests.Response:
+        response = self._send(method, path, timeout, key, **kwargs)
+        if key_refused(response):  # renewed or regenerated since we read it: the file has the new one
+            response = self._send(method, path, timeout, key, **kwargs)
         if response.status_code == 404:
             raise ManagementError(
                 f"{method} {path}: not found ({_message(response)}); `iotpipe models list` shows what is registered"
             )
+        if key_refused(response):
+            raise ManagementError(
+                f"{method} {path}: TorchServe at {self.url} refuses the {key} key of {self.config.key_file} even "
+                f"re-read ({_message(response)}); point IOTPIPE_TORCHSERVE_KEY_FILE at that TorchServe's key file, "
+                "and check that the supervisor renews its keys (`iotpipe status`)"
+            )
         if not response.ok:
             raise ManagementError(f"{method} {path} failed with {response.status_code}: {_message(response)}")
         return response
+
+    def _send(self, method: str, path: str, timeout: float, key: str, **kwargs) -> requests.Response:
+        headers = bearer(self.config.key_file, key)
+        try:
+            return self.session.request(method, f"{self.url}{path}", headers=headers, timeout=timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout):
+            raise ManagementError(
+                f"TorchServe's management API at {self.url} is not answering; is the stack up (`iotpipe status`)?"
+            ) from None
 
 
 def _message(response: requests.Response) -> str:

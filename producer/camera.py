@@ -4,7 +4,8 @@ Sending is open loop (image i leaves at start + i / rate, whatever the answers d
 pipeline shows up as latency instead of silently lowering the offered load. A listener reads
 ``iot-predictions`` from its end (no consumer group, every partition) and matches results to
 this camera by record key and CloudEvents id. An image not answered ``timeout_s`` after it was
-sent is counted as lost.
+sent is counted as lost. An image that the bridge would refuse (too large to come back inside
+its prediction, or a name the wire format refuses) is refused here instead, before it is sent.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from prometheus_client import Counter, Histogram
 
 from iotpipe import kafka
 from iotpipe.config import Config
-from iotpipe.wire import ImageEvent, decode_headers
+from iotpipe.wire import Headers, ImageEvent, WireError, check_id, max_image_bytes
 from producer.images import SourceImage, take
 
 log = logging.getLogger("iotpipe.producer")
 
-IMAGES = Counter("iotpipe_producer_images", "Images this camera sent, and those answered", ["outcome"])
-for outcome in ("sent", "answered"):
+IMAGES = Counter(
+    "iotpipe_producer_images", "Images this camera sent, those answered, and those refused unsent", ["outcome"]
+)
+for outcome in ("sent", "answered", "refused"):
     IMAGES.labels(outcome)  # exported as 0 before the first one
 ROUND_TRIP_SECONDS = Histogram(
     "iotpipe_producer_round_trip_seconds",
@@ -44,6 +47,7 @@ class ProducerReport:
     answered: int = 0
     latencies: list[float] = field(default_factory=list)
     duration_s: float = 0.0
+    refused: int = 0  # never sent: the wire format would refuse them (logged with the reason)
 
     @property
     def lost(self) -> int:
@@ -64,13 +68,14 @@ class Producer:
     ) -> None:
         self.config = config
         self.images = take(images, count)
-        self.producer_id = producer_id
+        self.producer_id = check_id(producer_id, "--producer-id")
         self.rate = rate
         self.latency_file = latency_file
         self.timeout_s = timeout_s
         self.progress = progress
         self._sent: dict[str, float] = {}
         self._received: dict[str, float] = {}
+        self._refused = 0
         self._answered = threading.Condition()
         self._listening = threading.Event()
         self._stop_listening = threading.Event()
@@ -103,22 +108,33 @@ class Producer:
                 delay = start + index / self.rate - time.perf_counter() if self.rate > 0 else 0
                 if delay > 0:
                     time.sleep(delay)
-                event = ImageEvent(
-                    source=self.producer_id,
-                    data=image.read(),
-                    content_type=image.content_type,
-                    subject=image.name,
-                    ground_truth=image.label,
-                )
-                key, value, headers = event.to_record()
-                self._sent[event.id] = time.perf_counter()
-                IMAGES.labels("sent").inc()
-                producer.send(self.config.images_topic, key=key, value=value, headers=headers)
+                self._send(producer, image)
                 if self.progress:
                     self.progress(1)
             producer.flush()
         finally:
             producer.close()
+
+    def _send(self, producer, image: SourceImage) -> None:
+        """Send one image, or refuse it with the reason the bridge would dead-letter it for."""
+        event = ImageEvent(
+            source=self.producer_id,
+            data=image.read(),
+            content_type=image.content_type,
+            subject=image.name,
+            ground_truth=image.label,
+        )
+        key, value, headers = event.to_record()
+        try:
+            ImageEvent.from_record(value, headers, max_bytes=max_image_bytes(self.config.max_request_size))
+        except WireError as error:
+            log.warning("%s: %s not sent: %s", self.producer_id, image.name, error)
+            self._refused += 1
+            IMAGES.labels("refused").inc()
+            return
+        self._sent[event.id] = time.perf_counter()
+        IMAGES.labels("sent").inc()
+        producer.send(self.config.images_topic, key=key, value=value, headers=headers)
 
     def _listen(self) -> None:
         try:
@@ -148,7 +164,7 @@ class Producer:
                     self._stop_listening.wait(0.5)
                     continue
                 for records in batch.values():
-                    answered = [decode_headers(record.headers).get("ce_id") for record in records if record.key == key]
+                    answered = [answered_id(record.headers) for record in records if record.key == key]
                     self._record_answers(answered)
         finally:
             consumer.close()
@@ -171,7 +187,9 @@ class Producer:
 
     def _report(self, duration_s: float) -> ProducerReport:
         latencies = [self._received[i] - sent for i, sent in self._sent.items() if i in self._received]
-        return ProducerReport(self.producer_id, len(self._sent), len(latencies), latencies, duration_s)
+        return ProducerReport(
+            self.producer_id, len(self._sent), len(latencies), latencies, duration_s, refused=self._refused
+        )
 
     def _write_latency_file(self) -> None:
         self.latency_file.parent.mkdir(parents=True, exist_ok=True)
@@ -184,3 +202,9 @@ class Producer:
                 else:
                     wall = (sent + self._wall_offset, received + self._wall_offset)
                     out.write(f"{image_id}\t{wall[0]:.6f}\t{wall[1]:.6f}\t{received - sent:.6f}\n")
+
+
+def answered_id(headers: Headers | None) -> str | None:
+    """The image id of a result, read leniently: a result this camera cannot read is not its own."""
+    raw = dict(headers or []).get("ce_id")
+    return raw.decode(errors="replace") if raw else None

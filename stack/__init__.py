@@ -2,7 +2,8 @@
 
 ``Stack(config).up()`` installs nothing: ``make setup`` does (Kafka jars by Maven, PouchDB Server
 by npm, Python packages by pip). It starts what is not running, waits for each part to be
-healthy, registers the model, creates the topics and the database, and returns.
+healthy, registers the model, creates the topics and the database, starts the supervisor that
+restarts a component that dies and renews TorchServe's keys (stack.supervisor), and returns.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,9 @@ import requests
 from iotpipe import couch
 from iotpipe import kafka as kafka_helpers
 from iotpipe.config import Config
-from iotpipe.torchserve import ManagementClient, ManagementError, bearer
+from iotpipe.torchserve import KeyFileError, ManagementClient, ManagementError, bearer, key_refused
 from stack.models import archive_name, build_archive, model_version
-from stack.process import Service, StackError
+from stack.process import Liveness, Service, StackError
 from stack.tls import ensure_certificates
 
 STACK_DIR = Path(__file__).resolve().parent
@@ -38,6 +40,8 @@ class ComponentStatus:
     running: bool
     healthy: bool
     detail: str = ""
+    restarts: int = 0
+    waiting: str = ""  # what the bridge or consumer waits for ("" when it is not waiting)
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -83,9 +87,19 @@ class Stack:
         self.torchserve = self._torchserve_service()
         self.bridge = self._pipeline_service("bridge")
         self.consumer = self._pipeline_service("consumer")
+        self.supervisor = self._supervisor_service()
+        # What starting each component means, for `iotpipe up` and for the supervisor's restarts.
+        self._starters: dict[str, Callable[[], None]] = {
+            "kafka": self._start_kafka,
+            "couchdb": self._start_couchdb,
+            "torchserve": self._start_torchserve,
+            "bridge": self.bridge.start,
+            "consumer": self.consumer.start,
+        }
 
     @property
     def services(self) -> list[Service]:
+        """The components, in the order they start."""
         return [self.kafka, self.couchdb, self.torchserve, self.bridge, self.consumer]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -93,38 +107,34 @@ class Stack:
     def up(self, progress=print) -> Config:
         """Start what is not running; returns the configuration with the CouchDB credentials filled in."""
         self._check_installed()
-        progress("kafka: starting")
-        self.start_kafka()
-        progress("couchdb: starting")
-        self.start_couchdb()
         progress(f"torchserve: building {archive_name(self.config, self.config.model_arch)}")
         build_archive(self.config, self.config.model_arch)
-        progress("torchserve: starting")
-        self.start_torchserve()
-        for service in (self.bridge, self.consumer):
+        for service in self.services:
             progress(f"{service.name}: starting")
-            service.start()
+            self.start(service.name)
+        progress("supervisor: starting")
+        self.supervisor.start()
         progress("stack is up")
         return self.config
 
-    def start_kafka(self) -> None:
-        self._format_kafka_storage()
-        self.kafka.start()
-        kafka_helpers.ensure_topics(self.config)
+    def start(self, name: str) -> None:
+        """Start one component as `iotpipe up` does, unless it runs; never two starts of it at once."""
+        with self._service(name).lock():
+            self._starters[name]()
 
-    def start_couchdb(self) -> None:
-        self.couchdb.start()
-        self.config = self._secure_couchdb()
-        couch.database(self.config, create=True)
-
-    def start_torchserve(self) -> None:
-        """Start TorchServe and register the configured model (a fresh TorchServe has none)."""
-        self._write_torchserve_config()
-        self.torchserve.start()
-        self._register_model()
+    def restart(self, name: str) -> bool:
+        """Start a component that crashed (the supervisor's call); False when it is no longer dead."""
+        service = self._service(name)
+        with service.lock():
+            if service.liveness() is not Liveness.DEAD:  # restarted by `iotpipe up`, or stopped on purpose
+                return False
+            service.count_restart()
+            self._starters[name]()
+        return True
 
     def down(self, purge: bool = False) -> list[str]:
-        stopped = [service.name for service in reversed(self.services) if service.stop()]
+        """Stop everything, the supervisor first so that it restarts nothing that is being stopped."""
+        stopped = [service.name for service in [self.supervisor, *reversed(self.services)] if service.stop()]
         if purge:
             shutil.rmtree(self.state / "data", ignore_errors=True)
             shutil.rmtree(self.state / "logs", ignore_errors=True)
@@ -133,10 +143,37 @@ class Stack:
         return stopped
 
     def status(self) -> list[ComponentStatus]:
+        """Each component, then the supervisor."""
         return [
-            ComponentStatus(service.name, service.pid() is not None, service.healthy(), self._detail(service))
-            for service in self.services
+            ComponentStatus(
+                service.name,
+                running=(running := service.pid() is not None),
+                healthy=service.healthy(),
+                detail=self._detail(service),
+                restarts=service.restarts(),
+                waiting=service.waiting() if running else "",
+            )
+            for service in [*self.services, self.supervisor]
         ]
+
+    def _service(self, name: str) -> Service:
+        return next(service for service in self.services if service.name == name)
+
+    def _start_kafka(self) -> None:
+        self._format_kafka_storage()
+        self.kafka.start()
+        kafka_helpers.ensure_topics(self.config)
+
+    def _start_couchdb(self) -> None:
+        self.couchdb.start()
+        self.config = self._secure_couchdb()
+        couch.database(self.config, create=True)
+
+    def _start_torchserve(self) -> None:
+        """Start TorchServe and register the configured model (a fresh TorchServe has none)."""
+        self._write_torchserve_config()
+        self.torchserve.start()
+        self._register_model()
 
     # -- Kafka -------------------------------------------------------------------------------
 
@@ -255,9 +292,17 @@ class Stack:
         )
 
     def _torchserve_healthy(self) -> bool:
-        if not self.config.key_file.exists():
-            return False
-        return http_ok(f"{self.config.inference_url}/ping", headers=bearer(self.config.key_file, "inference"))
+        """/ping answered with the inference key of key_file.json, read again after a renewal."""
+        for _ in range(2):  # a renewal between reading the key and the answer refuses it once
+            try:
+                response = requests.get(
+                    f"{self.config.inference_url}/ping", headers=bearer(self.config.key_file, "inference"), timeout=2
+                )
+            except (KeyFileError, requests.RequestException):
+                return False
+            if not key_refused(response):
+                return response.ok
+        return False
 
     def _write_torchserve_config(self) -> None:
         template = (STACK_DIR / "torchserve" / "config.properties").read_text()
@@ -271,6 +316,7 @@ class Stack:
                 grpc_management_port=self.config.grpc_management_port,
                 model_store=self.config.model_store.resolve(),
                 tmpdir=self.torchserve_dir,
+                token_expiration_min=self.config.torchserve_token_expiration_min,
             )
         )
 
@@ -293,6 +339,20 @@ class Stack:
             command=[sys.executable, "-m", "iotpipe.cli", name, "--ready-file", str(ready)],
             healthy=ready.exists,
             state_dir=self.state,
+            ready_file=ready,
+        )
+
+    # -- supervisor ---------------------------------------------------------------------------
+
+    def _supervisor_service(self) -> Service:
+        ready = self.state / "pids" / "supervisor.ready"
+        return Service(
+            name="supervisor",
+            command=[sys.executable, "-m", "iotpipe.cli", "supervise", "--ready-file", str(ready)],
+            healthy=ready.exists,
+            state_dir=self.state,
+            # Restarts must start what `iotpipe up --model-arch` started.
+            env={"IOTPIPE_MODEL_ARCH": self.config.model_arch},
             ready_file=ready,
         )
 

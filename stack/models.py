@@ -28,13 +28,13 @@ CHECKPOINTS = {
 }
 CHECKPOINT_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
 # Bump when the handler changes, so that a new archive gets a new version.
-BUILD = 1
+BUILD = 2
 MANIFEST = "MAR-INF/MANIFEST.json"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def model_version(arch: str) -> str:
-    """TorchServe versions are numbers: <depth>.<build>, e.g. 20.1 for resnet20, first build."""
+    """TorchServe versions are numbers: <depth>.<build>, e.g. 20.2 for resnet20, second build."""
     return f"{arch.removeprefix('resnet')}.{BUILD}"
 
 

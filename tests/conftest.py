@@ -17,19 +17,26 @@ from iotpipe.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# IOTPIPE_TEST_STACK_SLOT=N gives a test stack of its own (state folder and ports N*100 higher),
+# so that two checkouts on one machine can test at once.
+SLOT = int(os.environ.get("IOTPIPE_TEST_STACK_SLOT", "0"))
+PORT = 10000 + 100 * SLOT
+
 TEST_STACK = {
-    "state_dir": ROOT / ".run" / "test-stack",
-    "bootstrap_servers": "127.0.0.1:19092",
-    "kafka_sasl_ssl_address": "127.0.0.1:19094",
-    "inference_url": "http://127.0.0.1:18080",
-    "management_url": "http://127.0.0.1:18081",
-    "metrics_url": "http://127.0.0.1:18082",
-    "grpc_inference_port": 17070,
-    "grpc_management_port": 17071,
-    "bridge_metrics_port": 19101,
-    "consumer_metrics_port": 19102,
-    "dashboard_port": 18050,
-    "couchdb_url": "http://127.0.0.1:15984",
+    "state_dir": ROOT / ".run" / ("test-stack" if SLOT == 0 else f"test-stack-{SLOT}"),
+    "bootstrap_servers": f"127.0.0.1:{PORT + 9092}",
+    "kafka_sasl_ssl_address": f"127.0.0.1:{PORT + 9094}",
+    "inference_url": f"http://127.0.0.1:{PORT + 8080}",
+    "management_url": f"http://127.0.0.1:{PORT + 8081}",
+    "metrics_url": f"http://127.0.0.1:{PORT + 8082}",
+    "grpc_inference_port": PORT + 7070,
+    "grpc_management_port": PORT + 7071,
+    "bridge_metrics_port": PORT + 9101,
+    "consumer_metrics_port": PORT + 9102,
+    "dashboard_port": PORT + 8050,
+    "couchdb_url": f"http://127.0.0.1:{PORT + 5984}",
+    # Keys that expire every minute: every test runs across renewals (test_key_expiry.py counts them).
+    "torchserve_token_expiration_min": 1.0,
 }
 
 
@@ -67,7 +74,7 @@ def stack(config: Config):
 def claim_test_stack(state_dir: Path):
     """One test session at a time owns the test stack: a second one would purge it mid-run."""
     state_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = (state_dir.parent / "test-stack.lock").open("a+")
+    lock = (state_dir.parent / f"{state_dir.name}.lock").open("a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

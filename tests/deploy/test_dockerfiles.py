@@ -189,6 +189,22 @@ def test_ansible_builds_each_image_from_its_dockerfile_and_target():
         assert f"--build-context {context}=" in tasks
 
 
+def run_without_left_out_packages(program: str, image_name: str) -> subprocess.CompletedProcess:
+    """Run ``program`` in a Python where the packages the application images leave out do not import."""
+    blocked = {name.replace("-", "_") for name in LEFT_OUT} | {"ts", "model_archiver"}
+    preamble = f"""
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {sorted(blocked)!r}:
+            raise ModuleNotFoundError(f"{{name}} is not in the {image_name} image")
+sys.meta_path.insert(0, Blocked())
+"""
+    return subprocess.run(
+        [sys.executable, "-c", preamble + program], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
 @pytest.mark.parametrize("service", APPLICATIONS)
 def test_application_images_need_none_of_the_packages_they_leave_out(service):
     package, command = APPLICATIONS[service]
@@ -196,21 +212,25 @@ def test_application_images_need_none_of_the_packages_they_leave_out(service):
     assert ["iotpipe", command] == json.loads(built.setting("ENTRYPOINT"))
     steps = [arguments for stage in built.needed for _, arguments in stage.steps]
     assert any(f"--without {' '.join(LEFT_OUT)}" in arguments for arguments in steps)
-    blocked = {name.replace("-", "_") for name in LEFT_OUT} | {"ts", "model_archiver"}
     program = f"""
-import importlib.abc, sys
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {sorted(blocked)!r}:
-            raise ModuleNotFoundError(f"{{name}} is not in the {service} image")
-sys.meta_path.insert(0, Blocked())
 import {package}
 from iotpipe.cli import build_parser
 build_parser().parse_args([{command!r}, "--help"])
 """
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = run_without_left_out_packages(program, service)
     assert result.returncode == 0, f"the {service} image could not start:\n{result.stderr[-3000:]}"
     assert "usage:" in result.stdout
+
+
+def test_the_key_renewer_of_the_torchserve_pod_runs_in_the_application_image():
+    program = """
+import runpy
+sys.argv = ["renew_keys", "--help"]
+runpy.run_module("stack.renew_keys", run_name="__main__")
+"""
+    result = run_without_left_out_packages(program, "bridge")
+    assert result.returncode == 0, f"the key renewer could not start:\n{result.stderr[-3000:]}"
+    assert "--check" in result.stdout
 
 
 def test_images_install_the_versions_that_pyproject_pins():

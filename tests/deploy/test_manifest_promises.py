@@ -99,6 +99,22 @@ def test_bridges_read_the_inference_key_that_torchserve_publishes(rendered, name
     assert Path(key_file).parent == Path(mount["mountPath"])
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_torchserve_keys_are_renewed_in_its_pod_by_the_code_of_the_embedded_stack(rendered, name):
+    spec = find(rendered[name], "Deployment", "torchserve")["spec"]["template"]["spec"]
+    torchserve = spec["containers"][0]
+    renewer = next(c for c in spec["containers"] if c["name"] == "key-renewer")
+    assert renewer["command"] == ["python", "-m", "stack.renew_keys"]
+    assert renewer["image"].rsplit(":", 1)[0].endswith("iotpipe/bridge")  # the application image holds stack/
+    # Liveness asks whether the keys are current, not whether TorchServe answers with one.
+    assert renewer["livenessProbe"]["exec"]["command"] == [*renewer["command"], "--check"]
+    env = {variable["name"]: variable["value"] for variable in renewer["env"]}
+    assert env["IOTPIPE_MANAGEMENT_URL"] == "http://127.0.0.1:8081"  # its own pod's TorchServe
+    assert Path(env["IOTPIPE_TORCHSERVE_KEY_FILE"]).parent == Path(torchserve["workingDir"])
+    run = next(m for m in torchserve["volumeMounts"] if m["mountPath"] == torchserve["workingDir"])
+    assert {**run, "readOnly": True} in renewer["volumeMounts"]
+
+
 # -- security ----------------------------------------------------------------------------------
 
 

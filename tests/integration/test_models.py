@@ -19,19 +19,20 @@ from iotpipe.torchserve import ManagementClient, ManagementError
 from iotpipe.wire import ImageEvent
 from producer import Producer
 from stack import Stack
-from stack.models import arch_of_version, checkpoint_path, register_version
+from stack.models import arch_of_version, checkpoint_path, model_version, register_version
 from tests.integration.helpers import unique_producer_id, wait_for_documents
 
-CANARY = "56.1"
+DEFAULT = model_version("resnet20")
+CANARY = model_version("resnet56")
 
 
 @pytest.fixture(scope="module")
 def canary(stack: Config):
-    """Version 56.1 registered beside the default 20.1 for this module, retired afterwards."""
+    """The resnet56 version registered beside the default resnet20 one for this module, retired afterwards."""
     management = ManagementClient(stack)
     register_version(stack, stack.model_name, CANARY)
     yield CANARY
-    management.set_default(stack.model_name, "20.1")
+    management.set_default(stack.model_name, DEFAULT)
     management.unregister(stack.model_name, CANARY)
 
 
@@ -56,7 +57,7 @@ def test_both_inference_protocols_give_the_same_answers(stack: Config, images) -
     native, open_inference = answers.values()
     assert [p.get("label") for p in native] == [p.get("label") for p in open_inference]
     assert native[-1]["error"] == open_inference[-1]["error"]
-    assert native[0]["model_version"] == open_inference[0]["model_version"] == "20.1"
+    assert native[0]["model_version"] == open_inference[0]["model_version"] == DEFAULT
 
 
 def test_management_errors_say_what_to_do(stack: Config, canary: str) -> None:
@@ -64,7 +65,7 @@ def test_management_errors_say_what_to_do(stack: Config, canary: str) -> None:
     with pytest.raises(ManagementError, match="does not exist"):
         management.set_default(stack.model_name, "99.9")
     with pytest.raises(ManagementError, match="make another version the default first"):
-        management.unregister(stack.model_name, "20.1")
+        management.unregister(stack.model_name, DEFAULT)
     with pytest.raises(ManagementError, match="not answering"):
         ManagementClient(stack.replace(management_url="http://127.0.0.1:1")).models()
 
@@ -79,7 +80,7 @@ def test_switching_the_default_version_while_sending_loses_nothing(stack: Config
     management = ManagementClient(stack)
     management.set_default(stack.model_name, canary)
     sending.join()
-    management.set_default(stack.model_name, "20.1")
+    management.set_default(stack.model_name, DEFAULT)
     assert (sending.report.sent, sending.report.lost) == (len(chosen), 0)
 
     documents = wait_for_documents(stack, producer_id, expected=len(chosen))
@@ -87,8 +88,8 @@ def test_switching_the_default_version_while_sending_loses_nothing(stack: Config
     by_version: dict[str, list[dict]] = {}
     for document in documents:
         by_version.setdefault(document["model_version"], []).append(document)
-    assert set(by_version) == {"20.1", canary}, "the switch happened mid-stream"
-    assert max(d["inferred_at"] for d in by_version["20.1"]) <= min(d["inferred_at"] for d in by_version[canary])
+    assert set(by_version) == {DEFAULT, canary}, "the switch happened mid-stream"
+    assert max(d["inferred_at"] for d in by_version[DEFAULT]) <= min(d["inferred_at"] for d in by_version[canary])
 
     files = {image.name: image for image in chosen}
     db = couch.database(stack)

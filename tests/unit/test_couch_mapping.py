@@ -1,4 +1,5 @@
 import base64
+import hashlib
 
 from iotpipe.couch import document_for
 from tests.unit.test_wire import make_prediction
@@ -27,3 +28,9 @@ def test_document_has_every_field_of_the_result() -> None:
         "stored_at": "2026-01-01T00:00:01Z",
     }
     assert {name: document[name] for name in expected} == expected
+
+
+def test_document_keeps_the_digest_of_its_image_so_that_a_redelivery_can_be_told_from_another_image() -> None:
+    document = document_for(make_prediction(image=b"\xff\xd8one"))
+    assert document["image_digest"] == "sha256:" + hashlib.sha256(b"\xff\xd8one").hexdigest()
+    assert document_for(make_prediction(image=b"\xff\xd8two"))["image_digest"] != document["image_digest"]

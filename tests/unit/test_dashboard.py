@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from dashboard.metrics import Scrape, scrape, total
 from dashboard.readings import accuracy_table, iso, latency_summary, stored_per_second
-from dashboard.server import Dashboard
+from dashboard.server import INERT_POLICY, Dashboard
 from iotpipe.config import Config
+from tests.unit.test_couch_client import FakeCouch
 
 METRICS_PAGE = """\
 # HELP iotpipe_bridge_records_total Records taken from iot-images, by outcome
@@ -137,3 +141,99 @@ def test_a_taken_port_is_reported_with_what_to_do() -> None:
     config = Config.load(environ={})
     with Dashboard(config, port=port), pytest.raises(RuntimeError, match="IOTPIPE_DASHBOARD_PORT"):
         Dashboard(config, port=port)
+
+
+# -- the page's own defences, in front of a stand-in CouchDB
+
+
+@pytest.fixture
+def couchdb() -> Iterator[FakeCouch]:
+    server = FakeCouch()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def dashboard(couchdb: FakeCouch) -> Iterator[Dashboard]:
+    with Dashboard(couchdb.config(), port=0) as serving:
+        threading.Thread(target=serving.serve, daemon=True).start()
+        yield serving
+
+
+def ask(dashboard: Dashboard, path: str, host: str | None = None) -> http.client.HTTPResponse:
+    """GET ``path`` exactly as written (no client-side normalisation), with ``host`` as the Host header."""
+    port = int(dashboard.url.rstrip("/").rpartition(":")[2])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("GET", path, skip_host=True)
+    connection.putheader("Host", host or f"127.0.0.1:{port}")
+    connection.endheaders()
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+def test_a_request_for_another_host_name_is_refused_against_dns_rebinding(dashboard: Dashboard) -> None:
+    port = dashboard.url.rstrip("/").rpartition(":")[2]
+    for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{int(port) + 1}", f"localhost.evil:{port}"):
+        assert ask(dashboard, "/api/latest", host).status == 421, host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        assert ask(dashboard, "/", host).status == 200, host
+
+
+def test_the_page_may_load_only_its_own_files_and_every_other_answer_is_inert(
+    dashboard: Dashboard, couchdb: FakeCouch
+) -> None:
+    couchdb.on("GET", "abc/image", (200, b"\xff\xd8jpeg"), **{"Content-Type": "image/jpeg"})
+    page = ask(dashboard, "/").headers["Content-Security-Policy"]
+    assert "default-src 'none'" in page and "script-src 'self'" in page and "frame-ancestors 'none'" in page
+    for path in ("/images/abc", "/api/latest", "/static/dashboard.js", "/missing"):
+        response = ask(dashboard, path)
+        assert response.headers["Content-Security-Policy"] == INERT_POLICY, path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+
+
+@pytest.mark.parametrize(
+    ("path", "doc_id"),
+    [
+        ("/images/_design%2Fiotpipe", None),
+        ("/images/_all_docs", None),
+        ("/images/..", None),
+        ("/images/%2E%2E", None),
+        ("/images/ab%00c", None),
+        ("/images/a/b", None),
+        ("/images/..%2F_all_docs", None),
+        ("/images/a%2Fb%2F..%2F..%2F_config", None),
+        ("/images/cat%3Fattachments=true", "cat?attachments=true"),
+        ("/images/a%252F_all_docs", "a%2F_all_docs"),
+        ("/images/cat%23x", "cat#x"),
+    ],
+)
+def test_an_image_path_reaches_one_attachment_of_one_document_or_nothing(
+    dashboard: Dashboard, couchdb: FakeCouch, path: str, doc_id: str | None
+) -> None:
+    assert ask(dashboard, path).status == 404
+    asked = [request.path for request in couchdb.asked("GET")]
+    if doc_id is None:
+        assert asked == [], f"{path} reached CouchDB"
+    else:
+        (only,) = asked
+        database, document, attachment = only.removeprefix("/").split("/")
+        assert (database, urllib.parse.unquote(document), attachment) == ("iot_results", doc_id, "image")
+
+
+@pytest.mark.parametrize("stored_type", ["text/html", "image/svg+xml", "application/octet-stream", ""])
+def test_an_attachment_that_is_not_a_jpeg_or_png_is_not_served(
+    dashboard: Dashboard, couchdb: FakeCouch, stored_type: str
+) -> None:
+    couchdb.on("GET", "abc/image", (200, b"<script>alert(1)</script>"), **{"Content-Type": stored_type})
+    response = ask(dashboard, "/images/abc")
+    assert response.status == 415
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_an_image_is_served_with_its_allowed_type_not_the_stored_header(
+    dashboard: Dashboard, couchdb: FakeCouch
+) -> None:
+    couchdb.on("GET", "abc/image", (200, b"\x89PNG"), **{"Content-Type": "IMAGE/PNG; name=<x>"})
+    response = ask(dashboard, "/images/abc")
+    assert response.status == 200 and response.headers["Content-Type"] == "image/png"

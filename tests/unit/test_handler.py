@@ -1,13 +1,19 @@
 """The TorchServe handler in-process: TorchServe's request shape in, one answer per request out."""
 
+import base64
+import io
+import struct
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image, PngImagePlugin
 
+from handlers import images
 from handlers.cifar10 import Cifar10Classifier
-from handlers.images import BadImage, decode, preprocess_bytes
+from handlers.images import MAX_REASON_CHARS, MAX_SIDE, SIDE, BadImage, decode, preprocess_bytes
 from handlers.resnet import CLASSES, load_checkpoint
 from iotpipe.config import Config
 from stack.models import checkpoint_path
@@ -67,8 +73,6 @@ def test_decode_refuses_with_a_reason(data: bytes, reason: str) -> None:
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
-    from PIL import Image
-
     big = tmp_path / "big.png"
     Image.new("1", (5000, 5000)).save(big)  # tiny file, 25 megapixels
     with pytest.raises(BadImage, match="over the limit"):
@@ -76,10 +80,86 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 
 
 def test_images_of_other_sizes_are_resized_to_32x32() -> None:
-    import io
+    assert preprocess_bytes(png(64, 48)).shape == (3, 32, 32)
 
-    from PIL import Image
 
+def png(width: int, height: int, pnginfo: PngImagePlugin.PngInfo | None = None) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), "red").save(buffer, format="PNG")
-    assert preprocess_bytes(buffer.getvalue()).shape == (3, 32, 32)
+    Image.new("RGB", (width, height), "red").save(buffer, format="PNG", pnginfo=pnginfo)
+    return buffer.getvalue()
+
+
+def text_bomb_png() -> bytes:
+    """A 1 kB PNG whose compressed text chunk inflates past Pillow's limit: Pillow raises ValueError."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)
+    return png(SIDE, SIDE, info)
+
+
+def test_the_pixel_limit_is_a_multiple_of_the_models_side_checked_per_side() -> None:
+    assert MAX_SIDE == 32 * SIDE
+    assert preprocess_bytes(png(MAX_SIDE, 1)).shape == (3, SIDE, SIDE)
+    for width, height in ((MAX_SIDE + 1, 1), (1, MAX_SIDE + 1)):
+        with pytest.raises(BadImage, match="over the limit"):
+            decode(png(width, height))
+
+
+def test_a_png_whose_text_inflates_past_pillows_limit_is_that_images_bad_image() -> None:
+    with pytest.raises(BadImage, match="corrupt or truncated image: ValueError"):
+        decode(text_bomb_png())
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("x"), SyntaxError("x"), struct.error("x"), EOFError(), zlib.error("x"), MemoryError()]
+)
+def test_any_exception_from_pillow_is_that_images_bad_image(monkeypatch, error: Exception) -> None:
+    def failing_open(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(images.Image, "open", failing_open)
+    with pytest.raises(BadImage, match=f"corrupt or truncated image: {type(error).__name__}"):
+        decode(png(SIDE, SIDE))
+
+
+def test_a_bad_images_reason_is_bounded(monkeypatch) -> None:
+    def failing_open(*args, **kwargs):
+        raise ValueError("x" * 100_000)
+
+    monkeypatch.setattr(images.Image, "open", failing_open)
+    with pytest.raises(BadImage) as refused:
+        decode(png(SIDE, SIDE))
+    assert len(str(refused.value)) <= MAX_REASON_CHARS
+
+
+def open_inference(*items: object, **body: object) -> dict:
+    return {"body": {"id": "req-1", "inputs": [{"name": "images", "datatype": "BYTES", "data": list(items)}]} | body}
+
+
+def outcomes(answer: list[dict] | dict) -> str:
+    """One letter per image of a request's answer (native or Open Inference): L labelled, E an error."""
+    if isinstance(answer, dict):
+        outputs = {output["name"]: output["data"] for output in answer["outputs"]}
+        labels_and_errors = list(zip(outputs["label"], outputs["error"], strict=True))
+    else:
+        labels_and_errors = [(prediction.get("label", ""), prediction.get("error", "")) for prediction in answer]
+    assert all(bool(label in CLASSES) != bool(error) for label, error in labels_and_errors)
+    return "".join("E" if error else "L" for _, error in labels_and_errors)
+
+
+def test_a_batch_mixing_good_images_with_every_kind_of_bad_one_answers_each_in_its_place(handler, cat_jpeg) -> None:
+    good = base64.b64encode(cat_jpeg).decode()
+    requests_and_outcomes = [
+        ({"image0": cat_jpeg, "image1": b"not an image", "image2": cat_jpeg[:200], "image3": b""}, "LEEE"),
+        ({"image0": text_bomb_png(), "image1": png(MAX_SIDE + 1, 1), "image2": cat_jpeg}, "EEL"),
+        ({"body": "a text body"}, "E"),  # TorchServe hands a text/* body over as a str
+        ({"body": {"not": "open inference"}}, "E"),  # and a JSON body as a dict
+        ("not a dict", "E"),
+        ({"body": cat_jpeg}, "L"),
+        (open_inference(good, "@@not base64@@", 7, None), "LEEE"),
+        ({"body": {"id": "req-2", "inputs": "not a list"}}, "E"),
+        ({"body": {"id": ["not a string"], "inputs": [{"datatype": "FP32", "data": [good]}]}}, "E"),
+        (open_inference(good), "L"),
+    ]
+    answers = classify(handler, [request for request, _ in requests_and_outcomes])
+    assert [outcomes(answer) for answer in answers] == [expected for _, expected in requests_and_outcomes]
+    assert [answer["id"] for answer in answers if isinstance(answer, dict)] == ["req-1", "req-2", "", "req-1"]
