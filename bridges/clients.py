@@ -29,7 +29,7 @@ from PIL import Image
 
 from iotpipe.config import Config
 from iotpipe.processing import BatchFailed, Outage
-from iotpipe.torchserve import KeyFileError, bearer
+from iotpipe.torchserve import KeyFileError, bearer, key_refused
 from iotpipe.wire import ImageEvent
 
 
@@ -71,10 +71,10 @@ class InferenceClient:
     def _call(self, chunk: Sequence[ImageEvent], version: str | None) -> list[dict]:
         url, request = self.request(chunk, version)
         response = self._post(url, request)
-        if response.status_code in (401, 403):  # the keys were renewed or regenerated: read them again
+        if key_refused(response):  # the keys were renewed or regenerated: read them again
             self._headers = self._read_key(url)
             response = self._post(url, request)
-        if response.status_code in (401, 403):
+        if key_refused(response):
             raise Outage(self.protocol, f"{url} refuses the inference key of {self.config.key_file}")
         if response.status_code == 404:
             raise Outage(

@@ -185,8 +185,11 @@ def cmd_produce(config: Config, args) -> int:
             progress=bar.update,
         )
         report = producer.run()
-    print(f"{report.producer_id}: sent {report.sent}, answered {report.answered}, lost {report.lost}")
-    return 0 if report.lost == 0 else 2
+    print(
+        f"{report.producer_id}: sent {report.sent}, answered {report.answered}, lost {report.lost}, "
+        f"refused unsent {report.refused}"
+    )
+    return 0 if report.lost == 0 and report.refused == 0 else 2
 
 
 def cmd_models_build(config: Config, args) -> None:
