@@ -10,11 +10,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from iotpipe.config import Config
 from iotpipe.torchserve import KeyFileError, read_keys
 from producer import Producer
 from stack import Stack
+from tests.faults.test_faults import answer_times, longest_gap_s
 from tests.integration.helpers import unique_producer_id, wait_for_documents
 
 LIFETIMES = 2.5
@@ -38,15 +40,24 @@ def watch_inference_keys(config: Config, stopping: threading.Event) -> list[str]
     return seen
 
 
-def test_images_flow_across_key_expiries_with_nothing_lost_and_each_stored_once(stack: Config, images) -> None:
+def test_images_flow_across_key_expiries_with_nothing_lost_and_each_stored_once(
+    stack: Config, images, tmp_path: Path
+) -> None:
     assert stack.torchserve_token_expiration_min == 1.0
     count = int(LIFETIMES * 60 * stack.torchserve_token_expiration_min * RATE)
     torchserve_pid = Stack(stack).torchserve.pid()
     stopping = threading.Event()
     keys = watch_inference_keys(stack, stopping)
     producer_id = unique_producer_id("keys")
-    report = Producer(stack, images, producer_id=producer_id, count=count, rate=RATE, timeout_s=60).run()
+    latency_file = tmp_path / "latency.tsv"
+    producer = Producer(stack, images, producer_id, count=count, rate=RATE, latency_file=latency_file, timeout_s=60)
+    report = producer.run()
     stopping.set()
+    stall = longest_gap_s(answer_times(latency_file))
+    print(
+        f"\nkey expiry: {count} images over {count / RATE:.0f} s, {report.lost} lost, inference key renewed "
+        f"{len(keys) - 1} times, longest gap between answers {stall:.2f} s (one image every {1 / RATE:.1f} s)"
+    )
 
     assert (report.sent, report.lost) == (count, 0)
     ids = [document["_id"] for document in wait_for_documents(stack, producer_id, expected=count)]
