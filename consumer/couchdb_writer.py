@@ -110,8 +110,13 @@ class Storage:
         return processed
 
     def check(self) -> None:
-        """CouchDB answers, with the results database ready (made where missing, e.g. after a purge)."""
+        """CouchDB answers, with the results database there (made where missing, e.g. after a purge).
+
+        An existing database is only read: in a cluster the consumer's user is scoped to it and may
+        not change its security or design documents.
+        """
         try:
-            couch.database(self.config, create=True)
+            if not self.db.exists():
+                couch.database(self.config, create=True)
         except couch.CouchError as error:
             raise Outage("CouchDB", str(error)) from None

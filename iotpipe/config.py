@@ -50,6 +50,9 @@ class Config:
     # The embedded broker's SASL_SSL listener and its SCRAM user (password in .run/secrets).
     kafka_sasl_ssl_address: str = "127.0.0.1:9094"
     kafka_sasl_user: str = "iotpipe"
+    # Lifetime of the embedded broker's TLS certificate (825 days, fractions allowed); the supervisor
+    # issues a new one from the same CA when a third of it is left.
+    kafka_certificate_expiration_min: float = 825 * 24 * 60.0
     # TorchServe
     inference_url: str = "http://127.0.0.1:8080"
     management_url: str = "http://127.0.0.1:8081"

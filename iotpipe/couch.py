@@ -185,12 +185,24 @@ class Database:
             )
         return results
 
+    def exists(self) -> bool:
+        """Whether the database exists; an outage raises CouchUnavailable."""
+        try:
+            self._call("HEAD", "")
+        except CouchUnavailable:
+            if self._answers(self.server_url + "/", "GET"):  # the server answers: the database is missing
+                return False
+            raise
+        return True
+
     def create(self) -> None:
-        """Create the database where missing."""
+        """Create the database where missing (asking first: a user scoped to the database may not PUT it)."""
+        if self.exists():
+            return
         try:
             self._call("PUT", "")
         except CouchRefused as error:
-            if error.status != 412:  # it exists
+            if error.status != 412:  # made meanwhile
                 raise
 
     def restrict_to(self, user: str) -> None:

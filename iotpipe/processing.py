@@ -48,6 +48,8 @@ log = logging.getLogger("iotpipe.processing")
 
 T = TypeVar("T")
 
+HEARTBEAT_S = 10.0
+
 OUTAGE_WAITS = Counter(
     "iotpipe_outage_waits", "Outages waited out (one per wait), by service and dependency", ["service", "dependency"]
 )
@@ -166,17 +168,20 @@ class ProcessingLoop(Generic[T]):
         self.waiting_file = ready_file.with_suffix(".waiting") if ready_file else None
         self.lag = lag
         self.dead_lettered = dead_lettered
-        self._ready = False
+        self._last_beat = -HEARTBEAT_S
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Poll and handle batches until ``stopping`` is set; a clean stop commits what was handled."""
+        for stale in (self.ready_file, self.waiting_file):  # left by a process before this one
+            if stale is not None:
+                stale.unlink(missing_ok=True)
         try:
             self._wait_out(self.handler.check)  # ready means able to work: the dependency answers
             while not self.stopping.is_set():
                 records = self._poll()
-                self._mark_ready()
+                self._beat()
                 if records:
                     self.handle(records)
                     self.consumer.commit_async(callback=_log_failed_commit)
@@ -370,6 +375,7 @@ class ProcessingLoop(Generic[T]):
                     self.stopping.wait(min(remaining, 0.5))
                     continue
                 self._rewind(stray)
+                self._beat()
         finally:
             self.consumer.resume(*self.consumer.paused())
         if self.stopping.is_set():
@@ -389,10 +395,11 @@ class ProcessingLoop(Generic[T]):
 
     # -- readiness and lag ----------------------------------------------------------------
 
-    def _mark_ready(self) -> None:
-        if self.ready_file is not None and not self._ready:
+    def _beat(self) -> None:
+        """Write the ready file after the first poll, then every HEARTBEAT_S: a liveness probe reads its age."""
+        if self.ready_file is not None and time.monotonic() - self._last_beat >= HEARTBEAT_S:
             mark_ready(self.ready_file)
-            self._ready = True
+            self._last_beat = time.monotonic()
 
     def _update_lag(self) -> None:
         if self.lag is None:

@@ -27,7 +27,7 @@ from iotpipe.config import Config
 from iotpipe.torchserve import KeyFileError, ManagementClient, ManagementError, bearer, key_refused
 from stack.models import archive_name, build_archive, model_version
 from stack.process import Liveness, Service, StackError
-from stack.tls import ensure_certificates
+from stack.tls import TlsFiles, broker_lifetime, ensure_certificates
 
 STACK_DIR = Path(__file__).resolve().parent
 KAFKA_LIB = STACK_DIR / "kafka" / "lib"
@@ -199,15 +199,16 @@ class Stack:
         properties = self.state / "kafka" / "server.properties"
         template = (STACK_DIR / "kafka" / "server.properties").read_text()
         properties.parent.mkdir(parents=True, exist_ok=True)
-        _, keystore, keystore_password = ensure_certificates(self.config.kafka_tls_dir.resolve())
+        tls = TlsFiles(self.config.kafka_tls_dir.resolve())
+        ensure_certificates(tls, broker_lifetime(self.config))
         properties.write_text(
             template.format(
                 broker=self.config.bootstrap_servers.split(",")[0],
                 controller=self._kafka_controller,
                 sasl_ssl=self.config.kafka_sasl_ssl_address,
                 log_dirs=data,
-                keystore=keystore,
-                keystore_password=keystore_password,
+                keystore=tls.keystore,
+                keystore_password=tls.password(),
             )
         )
         if (data / "meta.properties").exists():

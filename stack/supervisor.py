@@ -4,8 +4,9 @@
 a second it looks at each component: one whose pid file names a process that is gone (or a zombie)
 crashed, and is started again the way ``iotpipe up`` starts it, after a delay that doubles with
 each crash in a row (1 s to 30 s) and is forgotten once the component has run for a minute. A
-component stopped on purpose (its pid file removed by ``stop()``) is left alone. A thread renews
-TorchServe's keys (stack.renew_keys). It logs to .run/logs/supervisor.log.
+component stopped on purpose (its pid file removed by ``stop()``) is left alone. Threads renew
+TorchServe's keys (stack.renew_keys) and the Kafka broker's TLS certificate (stack.tls). It logs
+to .run/logs/supervisor.log.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from iotpipe.config import Config
 from iotpipe.service import mark_ready
 from stack.process import Liveness
 from stack.renew_keys import KeyRenewer
+from stack.tls import CertificateRenewer
 
 log = logging.getLogger("iotpipe.supervisor")
 
@@ -99,16 +101,21 @@ class Supervisor:
         return restarted
 
     def run(self) -> None:
-        """Supervise, and renew TorchServe's keys in a thread (a restart can take minutes), until stopping."""
-        renewer = threading.Thread(target=KeyRenewer(self.stack.config).run, args=(self.stopping,), daemon=True)
-        renewer.start()
+        """Supervise, and renew keys and certificates in threads (a restart can take minutes), until stopping."""
+        renewers = [
+            threading.Thread(target=renewer(self.stack.config).run, args=(self.stopping,), daemon=True)
+            for renewer in (KeyRenewer, CertificateRenewer)
+        ]
+        for thread in renewers:
+            thread.start()
         log.info("supervising %s", ", ".join(self.policies))
         if self.ready_file:
             mark_ready(self.ready_file)
         while not self.stopping.is_set():
             self.check()
             self.stopping.wait(CHECK_EVERY_S)
-        renewer.join()
+        for thread in renewers:
+            thread.join()
         log.info("stopped supervising")
 
     def _restart(self, name: str, policy: RestartPolicy) -> bool:

@@ -37,6 +37,9 @@ TEST_STACK = {
     "couchdb_url": f"http://127.0.0.1:{PORT + 5984}",
     # Keys that expire every minute: every test runs across renewals (test_key_expiry.py counts them).
     "torchserve_token_expiration_min": 1.0,
+    # A broker certificate that lives two minutes: the SASL_SSL listener is renewed under every test
+    # (test_kafka_sasl_ssl.py sends across renewals).
+    "kafka_certificate_expiration_min": 2.0,
 }
 
 

@@ -329,3 +329,21 @@ def test_a_dead_letter_too_large_for_kafka_keeps_its_context_without_the_record(
     assert headers["ce_id"] == "id-0"
     assert "not our format" in headers[REASON_HEADER] and "was not kept" in headers[REASON_HEADER]
     assert consumer.committed == {TopicPartition(TOPIC, 0): 2}
+
+
+def test_files_left_by_an_earlier_process_do_not_make_this_one_look_ready_or_waiting(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    ready.write_text("written by the process before this one")
+    ready.with_suffix(".waiting").write_text("waiting for the server since long ago")
+    consumer, producer, handler = FakeConsumer({0: [b"a"]}), FakeProducer(), FakeHandler()
+    seen_at_first_check: list[bool] = []
+    check = handler.check
+
+    def look_then_check() -> None:
+        seen_at_first_check.append(ready.exists() or ready.with_suffix(".waiting").exists())
+        check()
+
+    handler.check = look_then_check
+    run_until_drained(consumer, producer, handler, ready_file=ready)
+    assert seen_at_first_check[0] is False
+    assert ready.read_text() != "written by the process before this one"
