@@ -17,9 +17,11 @@ endif
 .PHONY: help setup system-packages up down status demo test lint models dashboard certs
 
 include deploy.mk
+include images.mk
+include cluster.mk
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: system-packages $(VENV)/.installed stack/kafka/lib/.installed stack/couchdb/node_modules/.installed deploy-setup ## install everything the stack and the tests need
 

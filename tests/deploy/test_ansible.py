@@ -14,7 +14,7 @@ import yaml
 from tests.deploy.conftest import ANSIBLE, VENV_BIN, tool, tool_environment
 
 PLAYBOOKS = ["site.yml", "deploy.yml", "scale-producers.yml"]
-INVENTORIES = ["example", "local"]
+INVENTORIES = ["example", "local", "local-cluster"]
 
 
 def ansible_playbook(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:

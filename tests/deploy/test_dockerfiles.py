@@ -1,6 +1,7 @@
-"""docker/: hadolint is clean, every image (a target of docker/app/Dockerfile, or docker/torchserve/Dockerfile) is
-multi-stage on a pinned base, runs as the non-root uid 10001 with a HEALTHCHECK of its own, the application
-images need none of the packages they leave out, and ansible/ builds each image from its file and target."""
+"""docker/: hadolint is clean, every image (a target of docker/app/Dockerfile, docker/torchserve/Dockerfile, and the
+local stand-ins docker/kafka and docker/pouchdb-server) is multi-stage on a pinned public base that a build argument
+can replace, runs as a non-root user with a HEALTHCHECK of its own, the application images need none of the packages
+they leave out, and ansible/ builds each image from its file and target."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ IMAGES = {
     "consumer": (APP, "consumer"),
     "producer": (APP, "producer"),
 }
+# Images that stand in for an upstream image where that cannot be pulled (the local overlay): Kafka from its Maven
+# Central jars for apache/kafka, PouchDB Server for couchdb. Each runs as the user of the image it replaces.
+SUBSTITUTES = {
+    "kafka": (DOCKER / "kafka" / "Dockerfile", None),
+    "pouchdb-server": (DOCKER / "pouchdb-server" / "Dockerfile", None),
+}
+ALL_IMAGES = IMAGES | SUBSTITUTES
 DOCKERFILES = sorted(DOCKER.glob("*/Dockerfile"))
 # The packages of pyproject.toml that the application images leave out (the build stage of docker/app/Dockerfile).
 LEFT_OUT = ["torch", "torchvision", "torchserve", "torch-model-archiver", "matplotlib"]
@@ -40,6 +48,7 @@ APPLICATIONS = {
 BUILD_CONTEXTS = {"producer": {"images"}}
 # The user of every image, which the manifests' securityContext (runAsUser, runAsGroup) repeats.
 USER = "10001:10001"
+USERS = {"kafka": "1000:1000", "pouchdb-server": "5984:5984"}
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -68,14 +77,29 @@ class Stage:
         ]
 
 
+def global_arguments(dockerfile: Path) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: what `docker build` uses without --build-arg."""
+    found = {}
+    for instruction, arguments in instructions(dockerfile):
+        if instruction == "FROM":
+            break
+        if instruction == "ARG":
+            name, _, default = arguments.partition("=")
+            found[name.strip()] = default.strip().strip('"')
+    return found
+
+
 def stages(dockerfile: Path) -> list[Stage]:
+    """The stages of a Dockerfile, each FROM's ${ARG} replaced by that build argument's default."""
+    defaults = global_arguments(dockerfile)
     found = []
     for instruction, arguments in instructions(dockerfile):
         if instruction == "FROM":
             words = [word for word in arguments.split() if not word.startswith("--")]  # --platform=...
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            found.append(Stage(words[0], name, []))
-        else:
+            base = re.sub(r"\$\{?(\w+)\}?", lambda match: defaults[match.group(1)], words[0])
+            found.append(Stage(base, name, []))
+        elif found:
             found[-1].steps.append((instruction, arguments))
     return found
 
@@ -98,7 +122,7 @@ class Image:
 
 
 def image(service: str) -> Image:
-    dockerfile, target = IMAGES[service]
+    dockerfile, target = ALL_IMAGES[service]
     all_stages = stages(dockerfile)
     named = {stage.name: stage for stage in all_stages if stage.name}
     named |= {str(index): stage for index, stage in enumerate(all_stages)}
@@ -140,7 +164,7 @@ def test_hadolint_finds_nothing(dockerfile):
 
 
 def test_every_dockerfile_builds_images_and_the_app_dockerfile_has_one_target_per_application():
-    assert set(DOCKERFILES) == {dockerfile for dockerfile, _ in IMAGES.values()}
+    assert set(DOCKERFILES) == {dockerfile for dockerfile, _ in ALL_IMAGES.values()}
     app = stages(APP)
     built_on = {stage.base for stage in app} | {source for stage in app for source in stage.copied_from()}
     targets = [stage.name for stage in app if stage.name not in built_on]
@@ -150,13 +174,14 @@ def test_every_dockerfile_builds_images_and_the_app_dockerfile_has_one_target_pe
         assert [stage.name for stage in image(service).needed] == [*shared, service]
 
 
-@pytest.mark.parametrize("service", IMAGES)
+@pytest.mark.parametrize("service", ALL_IMAGES)
 def test_every_image_is_multi_stage_on_a_pinned_base_and_runs_as_a_non_root_user_with_a_healthcheck(service):
     built = image(service)
     assert len(built.needed) >= 2, f"{service}: one stage"
     for base in built.bases:
         assert re.fullmatch(r"[\w./-]+:[\w.-]+", base) and not base.endswith(":latest"), f"{service}: {base}"
-    assert built.setting("USER") == USER, f"{service}: runs as {built.setting('USER')}"
+    user = USERS.get(service, USER)
+    assert built.setting("USER") == user, f"{service}: runs as {built.setting('USER')}"
     # Its own HEALTHCHECK, ENTRYPOINT and CMD: not inherited from a shared stage (ENTRYPOINT would reset CMD).
     own = {instruction for instruction, _ in built.target.steps}
     assert {"HEALTHCHECK", "ENTRYPOINT"} <= own, f"{service}: the target sets only {sorted(own)}"
@@ -165,18 +190,29 @@ def test_every_image_is_multi_stage_on_a_pinned_base_and_runs_as_a_non_root_user
 
 def test_every_image_the_manifests_run_is_built_here(rendered):
     own = {
-        container["image"].split(":")[0].removeprefix("iotpipe/")
+        container["image"].split(":")[0].removeprefix("localhost/").removeprefix("iotpipe/")
         for spec in pod_specs(rendered["prod"]).values()
         for container in [*spec.get("initContainers", []), *spec["containers"]]
-        if container["image"].startswith("iotpipe/")
+        if container["image"].removeprefix("localhost/").startswith("iotpipe/")
     }
     assert own == set(IMAGES)
 
 
-@pytest.mark.parametrize("service", IMAGES)
+@pytest.mark.parametrize("service", ALL_IMAGES)
 def test_only_the_producer_needs_a_build_context_besides_the_repository(service):
     assert image(service).contexts == BUILD_CONTEXTS.get(service, set())
-    assert not any(stage.name in BUILD_CONTEXTS.get(service, set()) for stage in stages(IMAGES[service][0]))
+    assert not any(stage.name in BUILD_CONTEXTS.get(service, set()) for stage in stages(ALL_IMAGES[service][0]))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_base_image_is_a_build_argument_with_a_public_default(dockerfile):
+    """The same file builds on a developer's machine (public bases) and here (bases made from Debian packages)."""
+    froms = [arguments.split()[0] for instruction, arguments in instructions(dockerfile) if instruction == "FROM"]
+    named = {stage.name for stage in stages(dockerfile) if stage.name}
+    images = [base for base in froms if base not in named]
+    assert images and all(re.fullmatch(r"\$\{\w+_IMAGE\}", base) for base in images), images
+    defaults = global_arguments(dockerfile)
+    assert all(not default.startswith("localhost/") for default in defaults.values()), defaults
 
 
 def test_ansible_builds_each_image_from_its_dockerfile_and_target():

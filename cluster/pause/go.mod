@@ -1,0 +1,3 @@
+module iotpipe.local/pause
+
+go 1.22
