@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN ?= $(VENV)/bin
 CLUSTER := $(BIN)/python -m cluster
 
-.PHONY: cluster cluster-down cluster-status cluster-verify
+.PHONY: cluster cluster-down cluster-status cluster-verify cluster-test
 
 cluster: $(VENV)/.installed ## build what is missing, start the local Kubernetes, print its kubeconfig
 	$(CLUSTER) up
@@ -18,3 +18,7 @@ cluster-status: ## each component of the local Kubernetes: process, health, deta
 
 cluster-verify: cluster ## check a Deployment with a readiness probe, a Service by DNS name, a bound PVC
 	$(CLUSTER) verify
+
+# Not part of `make test` nor .ci/run yet: it needs root and about 10 GB of images.
+cluster-test: $(VENV)/.installed deploy-setup images-tools ## end to end: images, cluster up, deploy twice, 5 cameras while pods are deleted, down
+	$(BIN)/python -m cluster.e2e $(CLUSTER_TEST_ARGS)

@@ -56,8 +56,11 @@ class Bridge:
 
     def run(self) -> None:
         serve_metrics(self.config.bridge_metrics_port, self.config.metrics_bind_address)
-        consumer = kafka.consumer(self.config, self.config.images_topic, group_id=self.config.bridge_group_id)
-        producer = kafka.producer(self.config)
+        config = self.config
+        consumer = kafka.connected(
+            lambda: kafka.consumer(config, config.images_topic, group_id=config.bridge_group_id), config, self.stopping
+        )
+        producer = kafka.connected(lambda: kafka.producer(config), config, self.stopping)
         client = client_for(self.config)
         log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
         loop = ProcessingLoop(

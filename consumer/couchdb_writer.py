@@ -54,8 +54,10 @@ class Consumer:
     def run(self) -> None:
         serve_metrics(self.config.consumer_metrics_port, self.config.metrics_bind_address)
         storage = Storage(self.config)
-        consumer = kafka.consumer(self.config, self.config.predictions_topic, group_id=self.config.consumer_group_id)
-        producer = kafka.producer(self.config)
+        config = self.config
+        topic, group = config.predictions_topic, config.consumer_group_id
+        consumer = kafka.connected(lambda: kafka.consumer(config, topic, group_id=group), config, self.stopping)
+        producer = kafka.connected(lambda: kafka.producer(config), config, self.stopping)
         log.info("consumer storing %s into %s", self.config.predictions_topic, self.config.couchdb_database)
         loop = ProcessingLoop(
             self.config,

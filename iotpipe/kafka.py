@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
 
 from iotpipe.config import Config
 from iotpipe.wire import input_record_limit
+
+log = logging.getLogger("iotpipe.kafka")
+
+T = TypeVar("T")
 
 
 def producer(config: Config, **settings: Any) -> KafkaProducer:
@@ -41,6 +48,20 @@ def consumer(config: Config, *topics: str, **settings: Any) -> KafkaConsumer:
     return KafkaConsumer(
         *topics, bootstrap_servers=config.bootstrap_servers, **config.kafka_security, **(defaults | settings)
     )
+
+
+def connected(create: Callable[[], T], config: Config, stopping: threading.Event) -> T:
+    """``create()`` a client, waiting with backoff while no broker answers: an outage, not a crash."""
+    delay = config.retry_backoff_initial_s
+    while True:
+        try:
+            return create()
+        except KafkaError as error:
+            if stopping.is_set():
+                raise
+            log.warning("waiting for Kafka at %s: %s", config.bootstrap_servers, error)
+            stopping.wait(delay)
+            delay = min(delay * 2, config.retry_backoff_max_s)
 
 
 def partition_of(key: bytes, partitions: list[int]) -> int:

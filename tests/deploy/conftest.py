@@ -24,7 +24,7 @@ VENV_BIN = Path(sys.executable).parent
 KUSTOMIZE = ROOT / ".tools" / "bin" / "kustomize"
 # The Kubernetes release the manifests are validated against (and ansible/ installs with kubeadm).
 KUBERNETES_VERSION = "1.34.0"
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "prod", "local"]
 
 
 def pytest_configure(config):

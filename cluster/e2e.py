@@ -1,0 +1,324 @@
+"""`make cluster-test`: the cluster path end to end on this machine, as a user would run it.
+
+Phases: build and save the images (docker/build_images.py), bring the local cluster up, import the images
+into its node, deploy k8s/overlays/local with Ansible twice (the second run must change nothing), run the
+producer Job with 5 cameras (ansible/scale-producers.yml) while a Kafka broker pod, the bridge pod and the
+consumer pod are deleted, then count what CouchDB (PouchDB Server here) stored against what the cameras
+sent (their latency files), check every label against the checkpoint's offline label, and take the
+cluster down. Prints the time of each phase and ends with the one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.cluster import Cluster, ClusterError
+from cluster.config import ClusterConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+INVENTORY = ROOT / "ansible" / "inventories" / "local-cluster"
+NAMESPACE = "iotpipe"
+CAMERAS = 5
+RESULTS_DIR = ROOT / "results" / "k8s" / f"producers-{CAMERAS}"
+DATABASE = "iot_results"
+COUCHDB_LOCAL_PORT = 15984
+# Pods deleted during the run, in this order, each once the stored count has grown since the last one.
+VICTIMS = (
+    ("Kafka broker", "app.kubernetes.io/name=kafka"),
+    ("bridge", "app.kubernetes.io/name=bridge"),
+    ("consumer", "app.kubernetes.io/name=consumer"),
+)
+GROWTH = 50  # documents stored between two deletions
+SETTLE_S = 300  # after the Job ends: how long stored documents may still trickle in
+
+
+class E2EError(RuntimeError):
+    pass
+
+
+# -- pure logic (tests/deploy/test_cluster_e2e.py) ----------------------------------------------------------
+
+
+def recap_changed(ansible_output: str) -> int:
+    """The sum of changed=N over the hosts of ansible-playbook's PLAY RECAP."""
+    recap = ansible_output.rpartition("PLAY RECAP")[2]
+    return sum(int(count) for count in re.findall(r"\bchanged=(\d+)", recap))
+
+
+def sent_ids(latency_csv: str) -> list[str]:
+    """The image ids of one camera's latency file (`iotpipe produce --latency-file`): one per sent image."""
+    rows = csv.reader((line for line in latency_csv.splitlines() if line and not line.startswith("#")), delimiter="\t")
+    return [row[0] for row in rows]
+
+
+@dataclass(frozen=True)
+class Tally:
+    sent: int
+    stored: int
+    lost: int
+    duplicates: int
+    unexpected: int  # stored documents of no sent image
+    wrong_labels: dict[str, tuple[str, str]]  # subject: (stored label, offline label)
+
+    def line(self, rerun_changed: int) -> str:
+        return (
+            f"cluster-test: sent {self.sent}, stored {self.stored}, lost {self.lost}, "
+            f"duplicates {self.duplicates}, deploy rerun changed={rerun_changed}"
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.lost == 0 and self.duplicates == 0 and self.unexpected == 0 and not self.wrong_labels
+
+
+def tally(sent: set[str], documents: list[dict], offline: dict[str, str]) -> Tally:
+    """Compare the stored documents with the sent ids; a duplicate is a second document of one camera's image."""
+    ours = [document for document in documents if document["_id"] in sent]
+    per_image = Counter((document["producer_id"], document["subject"]) for document in documents)
+    wrong = {
+        document["subject"]: (document["label"], offline[document["subject"]])
+        for document in ours
+        if document["label"] != offline[document["subject"]]
+    }
+    return Tally(
+        sent=len(sent),
+        stored=len(ours),
+        lost=len(sent - {document["_id"] for document in ours}),
+        duplicates=sum(count - 1 for count in per_image.values()),
+        unexpected=len(documents) - len(ours),
+        wrong_labels=wrong,
+    )
+
+
+# -- phases --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def phase(name: str, times: dict[str, float]) -> Iterator[None]:
+    print(f"\n=== {name}", flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        times[name] = time.monotonic() - started
+        print(f"=== {name}: {times[name]:.1f} s", flush=True)
+
+
+def run(command: list[str], capture: bool = False) -> str:
+    """Run a command from the repository root; its output is shown (and returned when ``capture``)."""
+    print("$ " + " ".join(command), flush=True)
+    done = subprocess.run(command, cwd=ROOT, text=True, stdout=subprocess.PIPE if capture else None, check=False)
+    if capture:
+        print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise E2EError(f"{' '.join(command)} exited with {done.returncode}")
+    return done.stdout or ""
+
+
+def image_tag() -> str:
+    return run([str(VENV_BIN / "python"), "docker/build_images.py", "tag"], capture=True).strip()
+
+
+def build_images() -> None:
+    run([str(VENV_BIN / "python"), "docker/build_images.py", "build"])
+    run([str(VENV_BIN / "python"), "docker/build_images.py", "save"])
+
+
+def import_images(cluster: Cluster, tag: str) -> None:
+    archives = sorted((ROOT / ".cache" / "images").glob(f"*-{tag}.tar"))
+    if not archives:
+        raise E2EError(f"no image archives of tag {tag} in .cache/images; run `make images-save`")
+    for archive in archives:
+        cluster.import_image(archive)
+
+
+def ansible_playbook(playbook: str, tag: str, *extra: str) -> str:
+    command = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), f"ansible/{playbook}"]
+    return run([*command, "-e", f"iotpipe_version_tag={tag}", *extra], capture=True)
+
+
+# -- the pipeline run ----------------------------------------------------------------------------------------
+
+
+class Couch:
+    """PouchDB Server of the cluster through `kubectl port-forward`, as the server admin (its Secret)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        secret = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "secret", "couchdb-admin", "-o", "json").stdout)
+        user, password = (base64.b64decode(secret["data"][key]).decode() for key in ("username", "password"))
+        self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.forward: subprocess.Popen | None = None
+
+    def __enter__(self) -> Couch:
+        self._forward()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.forward:
+            self.forward.terminate()
+            self.forward.wait(timeout=10)
+
+    def _forward(self) -> None:
+        """(Again, after the CouchDB pod restarted: a port-forward ends with its pod.)"""
+        if self.forward and self.forward.poll() is None:
+            return
+        command = [str(self.cluster.config.binary("kubectl")), f"--kubeconfig={self.cluster.config.kubeconfig}"]
+        command += ["-n", NAMESPACE, "port-forward", "svc/couchdb", f"{COUCHDB_LOCAL_PORT}:5984"]
+        self.forward = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)
+
+    def get(self, path: str) -> dict:
+        for attempt in range(10):
+            self._forward()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{COUCHDB_LOCAL_PORT}/{path}", headers={"Authorization": self.authorization}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return json.loads(response.read())
+            except OSError as error:
+                if attempt == 9:
+                    raise E2EError(f"CouchDB through port-forward: GET /{path} failed: {error}") from None
+                time.sleep(3)
+        raise AssertionError("unreachable")
+
+    def count(self) -> int:
+        """Stored results: the documents that are not design documents."""
+        rows = self.get(f"{DATABASE}/_all_docs")["rows"]
+        return sum(not row["id"].startswith("_design/") for row in rows)
+
+    def documents(self) -> list[dict]:
+        rows = self.get(f"{DATABASE}/_all_docs?include_docs=true")["rows"]
+        return [row["doc"] for row in rows if not row["id"].startswith("_design/")]
+
+
+def delete_pod(cluster: Cluster, selector: str) -> str:
+    names = cluster.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "name").stdout.split()
+    if not names:
+        raise E2EError(f"no pod with {selector} to delete")
+    cluster.kubectl("-n", NAMESPACE, "delete", names[0], "--wait=false")
+    return names[0]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise E2EError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(2)
+
+
+def disrupt(cluster: Cluster, couch: Couch, cameras: subprocess.Popen) -> None:
+    """Delete each victim pod once the stored count has grown by GROWTH since the previous deletion."""
+    for role, selector in VICTIMS:
+        target = couch.count() + GROWTH
+        wait_for(lambda: couch.count() >= target or cameras.poll() is not None, f"{GROWTH} more documents", 600)  # noqa: B023
+        if cameras.poll() is not None:
+            raise E2EError(f"the cameras finished before the {role} pod could be deleted: send more images")
+        victim = delete_pod(cluster, selector)
+        print(f"deleted the {role} pod {victim} at {couch.count()} stored documents", flush=True)
+
+
+def read_sent() -> set[str]:
+    files = sorted(RESULTS_DIR.glob("camera-*.csv"))
+    if len(files) != CAMERAS:
+        raise E2EError(f"expected {CAMERAS} latency files in {RESULTS_DIR}, found {len(files)}")
+    return {image_id for path in files for image_id in sent_ids(path.read_text())}
+
+
+def offline_labels(subjects: set[str]) -> dict[str, str]:
+    """The checkpoint's label of each picture, with the handler's preprocessing, in this process."""
+    import torch
+
+    from handlers.images import preprocess_bytes
+    from handlers.resnet import CLASSES, load_checkpoint
+    from iotpipe.config import Config
+    from stack.models import checkpoint_path
+
+    config = Config.load()
+    model = load_checkpoint(checkpoint_path(config, config.model_arch))
+    names = sorted(subjects)
+    batch = torch.stack([preprocess_bytes((config.data_dir / name).read_bytes()) for name in names])
+    with torch.inference_mode():
+        indices = model(batch).argmax(dim=1).tolist()
+    return {name: CLASSES[i] for name, i in zip(names, indices, strict=True)}
+
+
+def pipeline(cluster: Cluster, tag: str, times: dict[str, float]) -> Tally:
+    with Couch(cluster) as couch:
+        with phase("pipeline: 5 cameras, deleting the Kafka broker, bridge and consumer pods", times):
+            before = {document["_id"] for document in couch.documents()}
+            if before:
+                raise E2EError(f"{DATABASE} holds {len(before)} documents already: deploy onto a fresh cluster")
+            command = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), "ansible/scale-producers.yml"]
+            command += ["-e", f"iotpipe_version_tag={tag}", "-e", json.dumps({"iotpipe_producers_counts": [CAMERAS]})]
+            print("$ " + " ".join(command), flush=True)
+            cameras = subprocess.Popen(command, cwd=ROOT, text=True)
+            try:
+                disrupt(cluster, couch, cameras)
+            finally:
+                if cameras.wait() != 0:
+                    raise E2EError("the producer Job failed: see the output of scale-producers.yml above")
+            sent = read_sent()
+            wait_for(lambda: couch.count() >= len(sent), f"{len(sent)} documents stored", SETTLE_S)
+            documents = couch.documents()
+        with phase("labels: offline inference of the sent pictures", times):
+            return tally(sent, documents, offline_labels({document["subject"] for document in documents}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="leave the cluster up at the end (make cluster-down)")
+    parser.add_argument("--no-build", action="store_true", help="use the image archives of this tree as they are")
+    args = parser.parse_args(argv)
+    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"  # ansible-playbook's modules
+    cluster = Cluster(ClusterConfig.from_env())
+    times: dict[str, float] = {}
+    try:
+        with phase("images: build and save", times):
+            if not args.no_build:
+                build_images()
+            tag = image_tag()
+        with phase("cluster up", times):
+            run([sys.executable, "-m", "cluster", "up"])
+        with phase("images: import into the node", times):
+            import_images(cluster, tag)
+        with phase("deploy", times):
+            ansible_playbook("deploy.yml", tag)
+        with phase("deploy again", times):
+            rerun_changed = recap_changed(ansible_playbook("deploy.yml", tag))
+        result = pipeline(cluster, tag, times)
+    except (E2EError, ClusterError) as error:
+        print(f"cluster-test: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            with phase("cluster down", times):
+                run([sys.executable, "-m", "cluster", "down"])
+    print("\nphase times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items()))
+    if result.wrong_labels:
+        print(f"labels that differ from the offline ones: {result.wrong_labels}")
+    if result.unexpected:
+        print(f"{result.unexpected} stored documents belong to no sent image")
+    print(result.line(rerun_changed))
+    return 0 if result.passed and rerun_changed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
