@@ -1,4 +1,4 @@
-"""python -m cluster build|up|down|status|import-image|kubeconfig: the local single-node Kubernetes."""
+"""python -m cluster build|up|down|status|import-image|ctr|verify|kubeconfig: the local single-node Kubernetes."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ def cmd_import_image(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ctr(cluster: Cluster, args: argparse.Namespace) -> int:
+    """containerd's ctr inside the node, in kubelet's namespace; standard input and output pass through."""
+    return cluster.node.enter(cluster.ctr_command(*args.arguments), check=False).returncode
+
+
 def cmd_verify(cluster: Cluster, args: argparse.Namespace) -> int:
     from cluster.verify import verify
 
@@ -88,6 +93,11 @@ def parser() -> argparse.ArgumentParser:
     image = commands.add_parser("import-image", help="import an image tarball (podman/docker save) into the node")
     image.add_argument("tarball", help="docker-archive or OCI archive")
     image.set_defaults(run=cmd_import_image)
+    ctr = commands.add_parser(
+        "ctr", help="run containerd's ctr in the node (namespace k8s.io), e.g. `ctr images import - < image.tar`"
+    )
+    ctr.add_argument("arguments", nargs=argparse.REMAINDER, help="ctr's arguments")
+    ctr.set_defaults(run=cmd_ctr)
     commands.add_parser(
         "verify", help="check a Deployment with a readiness probe, a Service by DNS name and a bound PVC"
     ).set_defaults(run=cmd_verify)

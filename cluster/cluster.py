@@ -78,9 +78,11 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
 
+    def ctr_command(self, *args: str) -> list[str]:
+        return ["ctr", "--address", str(self.config.containerd_socket), "--namespace", "k8s.io", *args]
+
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = ["ctr", "--address", str(self.config.containerd_socket), "--namespace", "k8s.io", *args]
-        return self.node.enter(command, check=check, capture_output=True, text=True)
+        return self.node.enter(self.ctr_command(*args), check=check, capture_output=True, text=True)
 
     # up ---------------------------------------------------------------------------------------------
     def up(self) -> dict[str, float]:

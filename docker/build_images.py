@@ -125,9 +125,12 @@ class BuildError(SystemExit):
 # -- pure logic (tests/deploy/test_images.py) -------------------------------------------------------------
 
 
-def image_tag(commit: str, dirty: bool) -> str:
-    """The tag of a working tree: its short commit, with -dirty when files differ from it."""
-    return f"{commit}-dirty" if dirty else commit
+def image_tag(commit: str, changes: bytes) -> str:
+    """The tag of a working tree: its commit, with -dirty-<digest of the changes> when files differ from it, so that
+    every different tree gets a different tag and a rebuild rolls out (Ansible's iotpipe_version reads it here)."""
+    if not changes:
+        return commit
+    return f"{commit}-dirty-{hashlib.sha256(changes).hexdigest()[:8]}"
 
 
 def reference(name: str, tag: str) -> str:
@@ -165,15 +168,24 @@ def run(command: list[str], **options) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, check=False, **options)
 
 
-def git(*arguments: str) -> str:
-    result = run(["git", *arguments], capture_output=True, text=True)
+def git(*arguments: str) -> bytes:
+    result = run(["git", *arguments], capture_output=True)
     if result.returncode != 0:
-        raise BuildError(f"git {' '.join(arguments)} failed: {result.stderr.strip()} (run it in the repository)")
-    return result.stdout.strip()
+        error = result.stderr.decode().strip()
+        raise BuildError(f"git {' '.join(arguments)} failed: {error} (run it in the repository)")
+    return result.stdout
+
+
+def tree_changes() -> bytes:
+    """The differences from HEAD that a build would see: the diff of tracked files and every untracked file that
+    git does not ignore, with its content."""
+    untracked = git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
+    contents = [name + b"\0" + (ROOT / name.decode()).read_bytes() for name in untracked if name]
+    return git("diff", "HEAD", "--binary") + b"".join(contents)
 
 
 def current_tag() -> str:
-    return image_tag(git("rev-parse", "--short", "HEAD"), dirty=bool(git("status", "--porcelain")))
+    return image_tag(git("rev-parse", "--short=12", "HEAD").decode().strip(), tree_changes())
 
 
 def podman_ulimits() -> list[str]:
@@ -354,25 +366,25 @@ def verify(image: Image, tag: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    tag = current_tag()
+    tag = args.tag
     times = {image.name: build(image, tag, args.public_bases) for image in selected(args.names)}
     print("build times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items()))
 
 
 def cmd_save(args: argparse.Namespace) -> None:
-    tag = current_tag()
+    tag = args.tag
     for image in selected(args.names):
         save(image, tag)
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    tag = current_tag()
+    tag = args.tag
     for image in selected(args.names):
         verify(image, tag)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    tag = current_tag()
+    tag = args.tag
     for image in selected(args.names):
         name = reference(image.name, tag)
         size = f"{size_mb(name):.0f} MB" if exists(name) else "not built"
@@ -397,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         if name != "tag":
             command.add_argument("names", nargs="*", metavar="NAME", help="images (default: all)")
+            command.add_argument("--tag", help="the images' tag (default: this working tree's, as `tag` prints)")
         if name == "build":
             command.add_argument(
                 "--public-bases",
@@ -408,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "tag", "") is None:
+        args.tag = current_tag()
     args.handler(args)
     return 0
 

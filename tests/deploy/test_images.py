@@ -24,9 +24,15 @@ def load_build_images():
 build_images = load_build_images()
 
 
-def test_the_tag_is_the_commit_and_says_when_the_tree_differs_from_it():
-    assert build_images.image_tag("36f7049", dirty=False) == "36f7049"
-    assert build_images.image_tag("36f7049", dirty=True) == "36f7049-dirty"
+def test_the_tag_is_the_commit_and_differs_for_every_different_tree():
+    assert build_images.image_tag("cff8f224d3a1", b"") == "cff8f224d3a1"
+    one, other = build_images.image_tag("cff8f224d3a1", b"a"), build_images.image_tag("cff8f224d3a1", b"b")
+    assert re.fullmatch(r"cff8f224d3a1-dirty-[0-9a-f]{8}", one) and one != other
+
+
+def test_ansible_tags_the_images_with_the_same_tag_as_make_images():
+    tasks = (ROOT / "ansible" / "roles" / "iotpipe_version" / "tasks" / "main.yml").read_text()
+    assert "docker/build_images.py tag" in tasks
 
 
 def test_images_are_fully_qualified_local_names_so_nothing_resolves_to_a_public_registry():
