@@ -179,9 +179,14 @@ def git(*arguments: str) -> bytes:
 def tree_changes() -> bytes:
     """The differences from HEAD that a build would see: the diff of tracked files and every untracked file that
     git does not ignore, with its content."""
-    untracked = git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
-    contents = [name + b"\0" + (ROOT / name.decode()).read_bytes() for name in untracked if name]
+    untracked = [ROOT / name.decode() for name in git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")]
+    contents = [f"{path}\0".encode() + content(path) for path in untracked if path != ROOT]
     return git("diff", "HEAD", "--binary") + b"".join(contents)
+
+
+def content(path: Path) -> bytes:
+    """A file's bytes; a symbolic link's target (git records the link, not what it points to)."""
+    return os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
 
 
 def current_tag() -> str:
