@@ -36,7 +36,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,mlserver]'
 	touch $@
 
 stack/kafka/lib/.installed: stack/kafka/pom.xml

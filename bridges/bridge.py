@@ -16,18 +16,15 @@ by a hash of the image id, so a replay goes the same way) goes to the canary ver
 from __future__ import annotations
 
 import logging
-import threading
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
-from bridges.clients import PROTOCOLS, InferenceClient, client_for
-from iotpipe import kafka
+from bridges.clients import PROTOCOLS, InferenceClient, Result, Undecodable, client_for
 from iotpipe.config import Config
-from iotpipe.processing import Failure, Item, Output, Processed, ProcessingLoop, export_metrics
+from iotpipe.processing import Failure, Item, Output, Processed, Service, export_metrics
 from iotpipe.service import serve_metrics
 from iotpipe.wire import ImageEvent, Prediction, max_image_bytes, now_iso
 
@@ -48,37 +45,19 @@ LAG = Gauge("iotpipe_bridge_consumer_lag", "Records not yet taken from iot-image
 export_metrics("bridge", "inference", dependencies=[client.protocol for client in PROTOCOLS.values()])
 
 
-class Bridge:
-    def __init__(self, config: Config, ready_file: Path | None = None) -> None:
-        self.config = config
-        self.ready_file = ready_file
-        self.stopping = threading.Event()
+class Bridge(Service):
+    """``iotpipe bridge``: iot-images -> the model server -> iot-predictions until ``stopping`` is set."""
 
     def run(self) -> None:
-        serve_metrics(self.config.bridge_metrics_port, self.config.metrics_bind_address)
         config = self.config
-        consumer = kafka.connected(
-            lambda: kafka.consumer(config, config.images_topic, group_id=config.bridge_group_id), config, self.stopping
-        )
-        producer = kafka.connected(lambda: kafka.producer(config), config, self.stopping)
-        client = client_for(self.config)
-        log.info("bridge consuming %s from %s", self.config.images_topic, self.config.bootstrap_servers)
-        loop = ProcessingLoop(
-            self.config,
-            consumer,
-            producer,
-            Inference(self.config, client),
-            self.stopping,
-            ready_file=self.ready_file,
-            lag=LAG,
-            dead_lettered=RECORDS.labels("dead_letter").inc,
-        )
+        serve_metrics(config.bridge_metrics_port, config.metrics_bind_address)
+        client = client_for(config)
+        log.info("bridge consuming %s from %s", config.images_topic, config.bootstrap_servers)
         try:
-            loop.run()
+            inference = Inference(config, client)
+            self.serve(config.images_topic, config.bridge_group_id, inference, LAG, RECORDS.labels("dead_letter").inc)
         finally:
             client.close()
-            producer.close()
-            consumer.close()
 
 
 class Inference:
@@ -91,6 +70,7 @@ class Inference:
         self.config = config
         self.client = client
         self.dead_letter_topic = config.dead_letter_topic
+        self.output_topics = (config.predictions_topic,)
         self.max_image_bytes = max_image_bytes(config.max_request_size)
 
     def decode(self, record: ConsumerRecord) -> ImageEvent:
@@ -104,24 +84,10 @@ class Inference:
         inferred_at = now_iso()
         processed = Processed()
         for item, result in zip(items, results, strict=True):
-            if "error" in result:
-                processed.failures.append(Failure(item.record, result["error"], f"{self.service}:{self.stage}"))
+            if isinstance(result, Undecodable):
+                processed.failures.append(Failure(item.record, result.reason, f"{self.service}:{self.stage}"))
                 continue
-            prediction = Prediction(
-                id=item.value.id,
-                producer_id=item.value.source,
-                subject=item.value.subject,
-                ground_truth=item.value.ground_truth,
-                label=result["label"],
-                scores=result["scores"],
-                model=result["model"],
-                model_version=result["model_version"],
-                sent_at=item.value.time,
-                received_at=received_at,
-                inferred_at=inferred_at,
-                content_type=item.value.content_type,
-                image=item.value.data,
-            )
+            prediction = Prediction.answering(item.value, result, received_at, inferred_at)
             processed.outputs.append(Output(item.record, self.config.predictions_topic, *prediction.to_record()))
         RECORDS.labels("predicted").inc(len(processed.outputs))
         return processed
@@ -129,17 +95,21 @@ class Inference:
     def check(self) -> None:
         self.client.check(self.config.model_version or None)
 
-    def _predict(self, events: list[ImageEvent]) -> list[dict]:
-        """Predictions in the order of ``events``, each image sent to the version it is routed to."""
+    def warm_up(self) -> None:
+        """Every version the bridge routes to answers, over every connection it will use."""
+        pinned = self.config.model_version or None
+        for version in {pinned, self.config.canary_version or pinned}:
+            self.client.warm_up(version)
+
+    def _predict(self, events: list[ImageEvent]) -> list[Result]:
+        """Results in the order of ``events``, each image sent to the version it is routed to."""
         routes: dict[str | None, list[int]] = {}
         for index, event in enumerate(events):
             routes.setdefault(self.version_for(event.id), []).append(index)
-        predictions: list[dict] = [{}] * len(events)
+        results: dict[int, Result] = {}
         for version, indices in routes.items():
-            answers = self.client.predict([events[i] for i in indices], version)
-            for index, prediction in zip(indices, answers, strict=True):
-                predictions[index] = prediction
-        return predictions
+            results.update(zip(indices, self.client.predict([events[i] for i in indices], version), strict=True))
+        return [results[index] for index in range(len(events))]
 
     def version_for(self, image_id: str) -> str | None:
         """The canary version for ``canary_share`` of the images, else the pinned (or default) one."""

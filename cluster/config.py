@@ -12,6 +12,10 @@ ETCD_VERSION = "v3.6.4"
 COREDNS_VERSION = "v1.15.0"
 LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
 DEBIAN_SUITE = "bookworm"
+# Add-ons the manifests of k8s/ need (cluster/addons.py). KEDA's is also KEDA_VERSION of deploy.mk, the release
+# whose CRDs tests/deploy validates against (tests/deploy/test_local_prod_overlay.py checks that they agree).
+METRICS_SERVER_VERSION = "v0.8.0"
+KEDA_VERSION = "v2.20.2"
 
 # Binaries built from kubernetes' own module, in one `go build`.
 KUBERNETES_COMMANDS = (

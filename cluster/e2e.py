@@ -2,18 +2,18 @@
 
 Phases: build the images (docker/build_images.py), then `ansible-playbook -i ansible/inventories/local-cluster
 ansible/site.yml` (brings the local cluster up, imports the images into its node, deploys k8s/overlays/local and
-waits for every rollout), then deploy.yml again (it must change nothing), run the producer Job with 5 cameras
-(ansible/scale-producers.yml) while a Kafka broker pod, the bridge pod and the consumer pod are deleted, then
-count what CouchDB (PouchDB Server here) stored against what the cameras sent (their latency files), check every
-label against the checkpoint's offline label, and take the cluster down. Prints the time of each phase and ends
-with the one-line summary.
+waits for every rollout; with `--overlay local-prod`, the inventory local-cluster-prod too: prod's three SASL_SSL
+brokers, its Secrets made on the spot, KEDA), then deploy.yml again (it must change nothing), run the producer Job
+with 5 cameras (ansible/scale-producers.yml) while a Kafka broker pod, the bridge pod and the consumer pod are
+deleted, then count what CouchDB (PouchDB Server here) stored against what the cameras sent (their latency files),
+check every label against the checkpoint's offline label, and take the cluster down. Prints the time of each phase
+and ends with the one-line summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import json
 import os
 import re
@@ -29,10 +29,16 @@ from pathlib import Path
 
 from cluster.cluster import Cluster, ClusterError
 from cluster.config import ClusterConfig
+from iotpipe import latency_file
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
-INVENTORY = ROOT / "ansible" / "inventories" / "local-cluster"
+INVENTORIES = ROOT / "ansible" / "inventories"
+# The inventories (given in this order, the later's variables winning) that deploy each overlay of k8s/overlays.
+OVERLAY_INVENTORIES = {
+    "local": ("local-cluster",),
+    "local-prod": ("local-cluster", "local-cluster-prod"),
+}
 NAMESPACE = "iotpipe"
 CAMERAS = 5
 RESULTS_DIR = ROOT / "results" / "k8s" / f"producers-{CAMERAS}"
@@ -59,12 +65,6 @@ def recap_changed(ansible_output: str) -> int:
     """The sum of changed=N over the hosts of ansible-playbook's PLAY RECAP."""
     recap = ansible_output.rpartition("PLAY RECAP")[2]
     return sum(int(count) for count in re.findall(r"\bchanged=(\d+)", recap))
-
-
-def sent_ids(latency_csv: str) -> list[str]:
-    """The image ids of one camera's latency file (`iotpipe produce --latency-file`): one per sent image."""
-    rows = csv.reader((line for line in latency_csv.splitlines() if line and not line.startswith("#")), delimiter="\t")
-    return [row[0] for row in rows]
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,13 @@ def build_images(tag: str) -> None:
     run([str(VENV_BIN / "python"), "docker/build_images.py", "build", "--tag", tag])
 
 
-def ansible_playbook(playbook: str, tag: str, *extra: str) -> str:
-    command = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), f"ansible/{playbook}"]
+def inventory_args(overlay: str) -> list[str]:
+    """`-i` options of ansible-playbook that deploy ``overlay``."""
+    return [arg for name in OVERLAY_INVENTORIES[overlay] for arg in ("-i", str(INVENTORIES / name))]
+
+
+def ansible_playbook(playbook: str, overlay: str, tag: str, *extra: str) -> str:
+    command = [str(VENV_BIN / "ansible-playbook"), *inventory_args(overlay), f"ansible/{playbook}"]
     return run([*command, "-e", f"iotpipe_version_tag={tag}", *extra], capture=True)
 
 
@@ -231,7 +236,7 @@ def read_sent() -> set[str]:
     files = sorted(RESULTS_DIR.glob("camera-*.csv"))
     if len(files) != CAMERAS:
         raise E2EError(f"expected {CAMERAS} latency files in {RESULTS_DIR}, found {len(files)}")
-    return {image_id for path in files for image_id in sent_ids(path.read_text())}
+    return {image.image_id for path in files for image in latency_file.read(path)}
 
 
 def offline_labels(subjects: set[str]) -> dict[str, str]:
@@ -241,7 +246,7 @@ def offline_labels(subjects: set[str]) -> dict[str, str]:
     from handlers.images import preprocess_bytes
     from handlers.resnet import CLASSES, load_checkpoint
     from iotpipe.config import Config
-    from stack.models import checkpoint_path
+    from model_archives import checkpoint_path
 
     config = Config.load()
     model = load_checkpoint(checkpoint_path(config, config.model_arch))
@@ -252,13 +257,13 @@ def offline_labels(subjects: set[str]) -> dict[str, str]:
     return {name: CLASSES[i] for name, i in zip(names, indices, strict=True)}
 
 
-def pipeline(cluster: Cluster, tag: str, times: dict[str, float]) -> Tally:
+def pipeline(cluster: Cluster, overlay: str, tag: str, times: dict[str, float]) -> Tally:
     with Couch(cluster) as couch:
         with phase("pipeline: 5 cameras, deleting the Kafka broker, bridge and consumer pods", times):
             before = {document["_id"] for document in couch.documents()}
             if before:
                 raise E2EError(f"{DATABASE} holds {len(before)} documents already: deploy onto a fresh cluster")
-            command = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), "ansible/scale-producers.yml"]
+            command = [str(VENV_BIN / "ansible-playbook"), *inventory_args(overlay), "ansible/scale-producers.yml"]
             command += ["-e", f"iotpipe_version_tag={tag}", "-e", json.dumps({"iotpipe_producers_counts": [CAMERAS]})]
             print("$ " + " ".join(command), flush=True)
             cameras = subprocess.Popen(command, cwd=ROOT, text=True)
@@ -280,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-build", action="store_true", help="no image build phase (site.yml still builds the images it lacks)"
     )
+    parser.add_argument(
+        "--overlay",
+        choices=sorted(OVERLAY_INVENTORIES),
+        default="local",
+        help="k8s/overlays/local (dev-sized, the default) or local-prod (prod: 3 brokers, SASL_SSL, KEDA)",
+    )
     args = parser.parse_args(argv)
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"  # ansible-playbook's modules
     os.environ["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_roles"  # the time of each role
@@ -291,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             with phase("images: build", times):
                 build_images(tag)
         with phase("site.yml: cluster up, images into the node, deploy", times):
-            ansible_playbook("site.yml", tag)
+            ansible_playbook("site.yml", args.overlay, tag)
         with phase("deploy again", times):
-            rerun_changed = recap_changed(ansible_playbook("deploy.yml", tag))
-        result = pipeline(cluster, tag, times)
+            rerun_changed = recap_changed(ansible_playbook("deploy.yml", args.overlay, tag))
+        result = pipeline(cluster, args.overlay, tag, times)
     except (E2EError, ClusterError) as error:
         print(f"cluster-test: {error}", file=sys.stderr)
         return 1

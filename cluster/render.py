@@ -36,6 +36,8 @@ IDENTITIES = {
     "coredns": ("system:coredns", ""),
     "local-path-provisioner": ("system:local-path-provisioner", ""),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
+    # The API server's identity toward aggregated API servers (metrics-server, KEDA's metrics apiserver).
+    "front-proxy-client": ("front-proxy-client", ""),
 }
 
 

@@ -1,5 +1,5 @@
 """The consumer: iot-predictions -> CouchDB, one document per image."""
 
-from consumer.couchdb_writer import Consumer
+from consumer.storage import StorageService
 
-__all__ = ["Consumer"]
+__all__ = ["StorageService"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from iotpipe.cli import add_command
 from iotpipe.config import Config
 
 
 def register(commands) -> None:
     """Add the dashboard subcommand to the ``iotpipe`` parser."""
-    from iotpipe.cli import add_command
-
     dashboard = add_command(
         commands,
         "dashboard",

@@ -41,8 +41,6 @@ STORED_AT_INDEX = {
     "name": "by-stored-at",
     "type": "json",
 }
-LATEST_FIELDS = ["_id", "producer_id", "subject", "ground_truth", "label", "scores", "model", "model_version"]
-LATEST_FIELDS += ["sent_at", "stored_at"]
 
 
 class Readings:
@@ -90,7 +88,7 @@ class Readings:
     def latest(self, limit: int = LATEST) -> dict:
         """The last ``limit`` stored images, newest first, with their labels and latency."""
         try:
-            documents = self._find({"stored_at": {"$gt": None}}, limit, LATEST_FIELDS)
+            documents = self._find({"stored_at": {"$gt": None}}, limit, couch.DOCUMENT_FIELDS)
         except CouchError as error:
             return {"images": None, "couchdb_error": str(error)}
         return {"images": [_image(document) for document in documents], "couchdb_error": None}
@@ -223,16 +221,11 @@ def end_to_end(document: dict) -> float | None:
 
 
 def _image(document: dict) -> dict:
-    return {
-        "id": document["_id"],
+    """One tile of the page: the stored document's fields (``_id`` as ``id``), its image's URL, score and latency."""
+    fields = {"id" if name == "_id" else name: document.get(name) for name in couch.DOCUMENT_FIELDS}
+    return fields | {
         "url": f"images/{quote(document['_id'], safe='')}",
-        "producer_id": document.get("producer_id"),
-        "subject": document.get("subject"),
-        "ground_truth": document.get("ground_truth"),
-        "label": document.get("label"),
         "score": (document.get("scores") or {}).get(document.get("label")),
-        "model_version": document.get("model_version"),
-        "stored_at": document.get("stored_at"),
         "latency_s": end_to_end(document),
     }
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from dashboard.readings import Readings
 from iotpipe.config import Config
 from iotpipe.couch import CouchError
-from iotpipe.wire import IMAGE_CONTENT_TYPES
+from iotpipe.image_types import CONTENT_TYPES, NAMES
 
 log = logging.getLogger("iotpipe.dashboard")
 
@@ -155,7 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
         data, stored_type = image
         content_type = image_type(stored_type)
         if content_type is None:
-            self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, b"not a JPEG or PNG image\n", "text/plain; charset=utf-8")
+            self._send(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"not a {NAMES} image\n".encode(), "text/plain; charset=utf-8"
+            )
             return
         # A document's image never changes (one document per image id): the browser may keep it.
         self._send(HTTPStatus.OK, data, content_type, cache="max-age=86400, immutable")
@@ -180,4 +182,4 @@ class _Handler(BaseHTTPRequestHandler):
 def image_type(content_type: str) -> str | None:
     """The allowed image type that CouchDB's Content-Type header names, or None if it names another."""
     media_type = content_type.partition(";")[0].strip().lower()
-    return media_type if media_type in IMAGE_CONTENT_TYPES else None
+    return media_type if media_type in CONTENT_TYPES else None

@@ -18,10 +18,17 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def by_name(specs: list[str]) -> dict[str, str]:
+    return {canonical(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]): spec for spec in specs}
+
+
 def requirements(pyproject: Path, only: list[str] | None = None, without: list[str] | None = None) -> list[str]:
-    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    named = {canonical(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]): spec for spec in dependencies}
-    wanted = [canonical(name) for name in only] if only else list(named)
+    """``only``: these, from the dependencies or an optional extra; ``without``: every dependency but these."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    dependencies = by_name(project["dependencies"])
+    extras = by_name([spec for specs in project.get("optional-dependencies", {}).values() for spec in specs])
+    named = extras | dependencies
+    wanted = [canonical(name) for name in only] if only else list(dependencies)
     missing = [name for name in [*wanted, *map(canonical, without or [])] if name not in named]
     if missing:
         raise SystemExit(f"{pyproject} does not depend on {', '.join(missing)}; update docker/*/Dockerfile")

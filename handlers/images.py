@@ -10,6 +10,8 @@ from PIL import Image, UnidentifiedImageError
 from handlers.resnet import MEAN, STD
 
 SIDE = 32
+# iotpipe.image_types.PILLOW_FORMATS: the model archive carries only handlers/, so this is a copy
+# (tests/unit/test_handler.py checks that the two are equal).
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 # An image more than 32 times the model's side in either direction gives the network no more than
 # its 32x32 downscale does, and decoding it costs memory and time that one camera could use to

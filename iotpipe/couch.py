@@ -26,11 +26,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from iotpipe.config import Config
-from iotpipe.wire import Prediction, check_id, cut, now_iso
+from iotpipe.config import Config, SecretStr
+from iotpipe.wire import RESULT_FIELDS, Prediction, check_id, cut, now_iso
 
 IMAGE_ATTACHMENT = "image"
 DIGEST_FIELD = "image_digest"
+# A stored document's fields besides its attachment: the prediction's result (its id as "_id"),
+# when it was stored, and its image's digest.
+DOCUMENT_FIELDS = ["_id" if name == "id" else name for name in RESULT_FIELDS] + ["stored_at", DIGEST_FIELD]
 PROBE_TIMEOUT_S = 2.0  # the health probe that tells a sick server from a refused request
 # A Mango index on producer_id, for results_of.
 BY_PRODUCER_INDEX = {"index": {"fields": ["producer_id"]}, "ddoc": "by-producer", "name": "by-producer"}
@@ -88,19 +91,11 @@ def image_digest(image: bytes) -> str:
 
 
 def document_for(prediction: Prediction, stored_at: str | None = None) -> dict:
-    """The CouchDB document of one image: its result and digest, with the image as attachment ``image``."""
+    """The CouchDB document of one image (``DOCUMENT_FIELDS``), with the image as attachment ``image``."""
+    result = prediction.result()
     return {
-        "_id": prediction.id,
-        "producer_id": prediction.producer_id,
-        "subject": prediction.subject,
-        "ground_truth": prediction.ground_truth,
-        "label": prediction.label,
-        "scores": prediction.scores,
-        "model": prediction.model,
-        "model_version": prediction.model_version,
-        "sent_at": prediction.sent_at,
-        "received_at": prediction.received_at,
-        "inferred_at": prediction.inferred_at,
+        "_id": result.pop("id"),
+        **result,
         "stored_at": stored_at or now_iso(),
         DIGEST_FIELD: image_digest(prediction.image),
         "_attachments": {
@@ -222,36 +217,73 @@ class Database:
             if error.status != 409:
                 raise
 
+    # -- the server's admins: until it has one, CouchDB is an "admin party" where anyone is admin
+
+    def server_admins(self) -> list[str] | None:
+        """The server admins' names; None when the server does not list them to this client.
+
+        It does not once an admin exists and this client is not one (nor does a CouchDB whose
+        configuration lives elsewhere than ``/_config``).
+        """
+        response = self._send("GET", f"{self.server_url}/_config/admins", "GET _config/admins")
+        return list(self._answer(response, "GET _config/admins")) if response.ok else None
+
+    def add_server_admin(self, user: str, password: SecretStr) -> None:
+        """Make ``user`` a server admin with ``password`` (anyone may, during the admin party)."""
+        what = f"PUT _config/admins/{user}"
+        url = f"{self.server_url}/_config/admins/{quote(user, safe='')}"
+        response = self._send("PUT", url, what, body=password.get_secret_value())
+        if not response.ok:
+            raise self._failure(response, what)
+
+    def is_server_admin(self) -> bool:
+        """Whether CouchDB takes this client's credentials for a server admin's (its ``_session``)."""
+        response = self._send("GET", f"{self.server_url}/_session", "GET _session")
+        if not response.ok:  # 401: a wrong password, or a user that does not exist
+            return False
+        return "_admin" in self._answer(response, "GET _session").get("userCtx", {}).get("roles", [])
+
     # -- HTTP, and what each failure means
 
     def _json(self, method: str, path: str, field: str | None = None, **request) -> Any:
-        """The JSON answer, or its ``field``; anything else than CouchDB's JSON is answering: an outage."""
+        """The JSON answer, or its ``field``, of a request to the database."""
         response = self._call(method, path, **request)
+        return self._answer(response, f"{method} {self.name}/{path}", field)
+
+    def _answer(self, response: requests.Response, what: str, field: str | None = None) -> Any:
+        """The JSON of a successful answer, or its ``field``; anything but CouchDB's JSON answering: an outage."""
+        if not response.ok:
+            raise self._failure(response, what)
         try:
             body = response.json()
             return body if field is None else body[field]
         except (ValueError, KeyError, TypeError):
             raise CouchUnavailable(
-                f"CouchDB at {self.where} answered {method} {self.name}/{path} with {cut(response.text, 200)!r}, "
+                f"CouchDB at {self.where} answered {what} with {cut(response.text, 200)!r}, "
                 "not CouchDB's JSON; is something else listening there?"
             ) from None
 
     def _call(
         self, method: str, path: str, *, params: dict | None = None, body: dict | None = None
     ) -> requests.Response:
+        """The successful answer of a request to the database (``path`` within it)."""
         what = f"{method} {self.name}/{path}".rstrip("/")
+        response = self._send(method, f"{self.url}/{path}" if path else self.url, what, params=params, body=body)
+        if response.ok:
+            return response
+        raise self._failure(response, what)
+
+    def _send(
+        self, method: str, url: str, what: str, *, params: dict | None = None, body: dict | str | None = None
+    ) -> requests.Response:
+        """CouchDB's answer, whatever its status; CouchUnavailable when none comes."""
         query = {name: json.dumps(value) for name, value in (params or {}).items()}  # CouchDB's are JSON
         try:
-            response = self._session().request(
-                method, f"{self.url}/{path}" if path else self.url, params=query, json=body, timeout=self.timeout_s
-            )
+            return self._session().request(method, url, params=query, json=body, timeout=self.timeout_s)
         except requests.Timeout:
             raise CouchUnavailable(self._outage(f"no answer in {self.timeout_s:g} s to {what}")) from None
         except requests.RequestException as error:
             raise CouchUnavailable(self._outage(f"{what} failed ({type(error).__name__})")) from None
-        if response.ok:
-            return response
-        raise self._failure(response, what)
 
     def _failure(self, response: requests.Response, what: str) -> CouchError:
         status = response.status_code

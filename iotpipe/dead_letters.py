@@ -23,7 +23,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
-from iotpipe import kafka
+from iotpipe import kafka_clients
 from iotpipe.config import Config
 from iotpipe.wire import (
     ATTEMPTS_HEADER,
@@ -119,7 +119,7 @@ def _count(text: str | None) -> int | None:
 def read_dead_letters(config: Config, topics: Sequence[str]) -> list[DeadLetter]:
     """Every record of ``topics`` up to their end offsets at the time of the call; never waits for new ones."""
     try:
-        consumer = kafka.consumer(config, group_id=None)
+        consumer = kafka_clients.consumer(config, group_id=None)
     except KafkaError as error:
         raise _kafka_failed(config, f"reading {', '.join(topics)}", error) from None
     try:
@@ -331,7 +331,7 @@ def _acknowledged(entry: Replayed, error: str | None) -> Replayed:
 def _send(config: Config, entries: list[Replayed]) -> list[str | None]:
     """Each entry's send error, or None once Kafka acknowledged it."""
     try:
-        producer = kafka.producer(config)
+        producer = kafka_clients.producer(config)
     except KafkaError as error:
         raise _kafka_failed(config, "replaying", error) from None
     try:

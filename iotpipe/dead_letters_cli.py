@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from iotpipe.cli import add_command
 from iotpipe.config import Config
 from iotpipe.dead_letters import (
     MAX_REPLAYS,
@@ -34,8 +35,6 @@ DEFAULT_LIMIT = 20  # reasons listed; a hostile producer can make every reason d
 
 def register(commands) -> None:
     """Add ``dlq list`` and ``dlq replay`` to the ``iotpipe`` parser."""
-    from iotpipe.cli import add_command
-
     dlq = add_command(
         commands, "dlq", lambda config, args: args.dlq_command(config, args), "list and replay dead letters"
     )

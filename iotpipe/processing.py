@@ -21,6 +21,9 @@ tests/unit/test_processing.py:
     record that still fails alone that many times is dead-lettered.
 - Dead letters keep the original key, value and every header, plus the context headers of
   ``iotpipe.wire.dead_letter_headers`` (reason, attempts, stage, origin, time).
+- **Warm before ready.** The ready file is written only once the handler has paid its first-use
+  costs (``warm_up``: connections, a first inference), the producer knows the topics it publishes
+  to, and the consumer has joined its group: the first image meets no cold start.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import Counter, Gauge
 
+from iotpipe import kafka_clients
 from iotpipe.config import Config
 from iotpipe.service import mark_ready
 from iotpipe.wire import Headers, Origin, WireError, cut, dead_letter_headers, decode_headers, now_iso
@@ -132,6 +136,7 @@ class Handler(Protocol[T]):
     service: str  # in logs, metrics and the dead letters' stage
     stage: str  # what ``process`` does, in the dead letters' stage ("inference", "store")
     dead_letter_topic: str
+    output_topics: tuple[str, ...]  # where ``process``'s outputs go, besides dead letters
 
     def decode(self, record: ConsumerRecord) -> T:
         """The record's content; raises WireError for a record that breaks the wire format."""
@@ -141,6 +146,38 @@ class Handler(Protocol[T]):
 
     def check(self) -> None:
         """Return if the dependency answers known-good input; raise Outage if it does not."""
+
+    def warm_up(self) -> None:
+        """``check``, and pay every cost that the first batch would otherwise pay; raise Outage as ``check``."""
+
+
+class Service:
+    """A process that runs one handler over the processing loop (the bridge, the consumer) until ``stopping``."""
+
+    def __init__(self, config: Config, ready_file: Path | None = None) -> None:
+        self.config = config
+        self.ready_file = ready_file
+        self.stopping = threading.Event()
+
+    def serve(
+        self, topic: str, group_id: str, handler: Handler[T], lag: Gauge, dead_lettered: Callable[[int], None]
+    ) -> None:
+        """Run ``handler`` over ``topic`` as consumer group ``group_id`` until ``stopping`` is set.
+
+        Its Kafka clients are made once a broker answers, so an outage at start is waited out, and
+        are closed at the end.
+        """
+        config, stopping = self.config, self.stopping
+        consumer = kafka_clients.connected(
+            lambda: kafka_clients.consumer(config, topic, group_id=group_id), config, stopping
+        )
+        producer = kafka_clients.connected(lambda: kafka_clients.producer(config), config, stopping)
+        loop = ProcessingLoop(config, consumer, producer, handler, stopping, self.ready_file, lag, dead_lettered)
+        try:
+            loop.run()
+        finally:
+            producer.close()
+            consumer.close()
 
 
 def origin_of(record: ConsumerRecord) -> Origin:
@@ -169,6 +206,8 @@ class ProcessingLoop(Generic[T]):
         self.lag = lag
         self.dead_lettered = dead_lettered
         self._last_beat = -HEARTBEAT_S
+        self._joined = threading.Event()  # set once the consumer has joined its group
+        self._warm = False  # the handler's warm-up and the producer's metadata are done
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -178,7 +217,10 @@ class ProcessingLoop(Generic[T]):
             if stale is not None:
                 stale.unlink(missing_ok=True)
         try:
-            self._wait_out(self.handler.check)  # ready means able to work: the dependency answers
+            self.consumer.subscribe(topics=sorted(self.consumer.subscription()), listener=JoinListener(self._joined))
+            self._wait_out(self.handler.warm_up)  # ready means able to work: the dependency answers, warm
+            self._wait_out(self._fetch_metadata)
+            self._warm = True
             while not self.stopping.is_set():
                 records = self._poll()
                 self._beat()
@@ -204,6 +246,14 @@ class ProcessingLoop(Generic[T]):
                 failures.append(Failure(record, f"unexpected {error!r}", stage=f"{self.handler.service}:wire"))
         processed = self._isolate(items, tried=0) if items else Processed()
         self._publish([*processed.outputs, *(self._dead_letter(f) for f in [*failures, *processed.failures])])
+
+    def _fetch_metadata(self) -> None:
+        """The partitions of every topic the loop publishes to, so that no first send waits for them."""
+        for topic in sorted({*self.handler.output_topics, self.handler.dead_letter_topic}):
+            try:
+                self.producer.partitions_for(topic)
+            except KafkaError as error:
+                raise Outage("Kafka", f"no metadata for {topic} at {self.config.bootstrap_servers}: {error}") from None
 
     def _poll(self) -> list[ConsumerRecord]:
         batch = self._wait_out(lambda: self._poll_broker(timeout_ms=500))
@@ -396,7 +446,9 @@ class ProcessingLoop(Generic[T]):
     # -- readiness and lag ----------------------------------------------------------------
 
     def _beat(self) -> None:
-        """Write the ready file after the first poll, then every HEARTBEAT_S: a liveness probe reads its age."""
+        """Write the ready file once warm and joined, then every HEARTBEAT_S: a liveness probe reads its age."""
+        if not (self._warm and self._joined.is_set()):  # the outage waits of the warm-up poll too
+            return
         if self.ready_file is not None and time.monotonic() - self._last_beat >= HEARTBEAT_S:
             mark_ready(self.ready_file)
             self._last_beat = time.monotonic()
@@ -406,6 +458,19 @@ class ProcessingLoop(Generic[T]):
             return
         with contextlib.suppress(KafkaError):  # unknown during a broker outage; the gauge keeps its last value
             self.lag.set(records_behind(self.consumer))
+
+
+class JoinListener(ConsumerRebalanceListener):
+    """Sets ``joined`` at the first assignment, which comes after every join, even one with no partitions."""
+
+    def __init__(self, joined: threading.Event) -> None:
+        self.joined = joined
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.joined.set()
 
 
 def decode_headers_safely(headers: Headers | None) -> dict[str, str]:

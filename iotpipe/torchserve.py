@@ -73,6 +73,28 @@ def key_refused(response: requests.Response) -> bool:
     return response.status_code in (400, 401) and "InvalidKeyException" in response.text
 
 
+class InferenceKey:
+    """TorchServe's inference key as request headers: read at the first request (TorchServe may
+    still be starting), and read again after TorchServe refused it (renewed or regenerated)."""
+
+    def __init__(self, key_file: Path) -> None:
+        self.key_file = key_file
+        self._headers: dict[str, str] | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header; KeyFileError when there is no key to read."""
+        if self._headers is None:
+            self._headers = bearer(self.key_file, "inference")
+        return self._headers
+
+    def refused(self, response: requests.Response) -> bool:
+        """Whether TorchServe refused the key; if so, the next ``headers`` reads the file again."""
+        if not key_refused(response):
+            return False
+        self._headers = None
+        return True
+
+
 class ManagementError(RuntimeError):
     """The management API refused or could not be reached; the message says what to do."""
 

@@ -5,8 +5,12 @@ the encoded image itself (JPEG or PNG bytes); the event's attributes are headers
 (``ce_specversion``, ``ce_id``, ``ce_source``, ``ce_type``, ``ce_time``, ``content-type``, and
 the extensions ``ce_subject`` and ``ce_groundtruth`` when known); the key is the producer id.
 
-``iot-predictions``: also a binary-mode CloudEvent whose value is one JSON object per image
-(see ``Prediction``), keyed by producer id so that each camera's results stay in order.
+``iot-predictions``: also a binary-mode CloudEvent, keyed by producer id so that each camera's
+results stay in order. Its value is the image as it came (``content-type`` says which kind), and
+the result (see ``Prediction``) is one small JSON object in the extension header ``ce_prediction``
+(type ``org.iotpipe.prediction.v2``): no base64, no copy of the image into JSON. Records of the
+previous format (``org.iotpipe.prediction.v1``: the whole prediction as a JSON value with the image
+base64) are still read, so that results written by an older bridge are stored during an upgrade.
 
 Records are validated at the edge, when read: ids must be usable as a CouchDB document id and as
 one URL path segment (``check_id``), text is capped and free of control characters, every field of
@@ -25,15 +29,21 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, get_args, get_type_hints
+from typing import Any, Protocol, get_args, get_type_hints
+
+from iotpipe.image_types import CONTENT_TYPES as IMAGE_CONTENT_TYPES
 
 SPEC_VERSION = "1.0"
 IMAGE_EVENT_TYPE = "org.iotpipe.image.v1"
-PREDICTION_EVENT_TYPE = "org.iotpipe.prediction.v1"
-IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png")
+PREDICTION_EVENT_TYPE = "org.iotpipe.prediction.v2"
+JSON_PREDICTION_EVENT_TYPE = "org.iotpipe.prediction.v1"  # written by older bridges; read, never written
+PREDICTION_HEADER = "ce_prediction"
 JSON_CONTENT_TYPE = "application/json"
+# The content types of each kind of event that a topic carries.
+IMAGE_EVENTS = {IMAGE_EVENT_TYPE: IMAGE_CONTENT_TYPES}
+PREDICTION_EVENTS = {PREDICTION_EVENT_TYPE: IMAGE_CONTENT_TYPES, JSON_PREDICTION_EVENT_TYPE: (JSON_CONTENT_TYPE,)}
 
 # Caps on what a camera or a model may put in a record. With them a prediction's fields and
 # headers fit PREDICTION_OVERHEAD (tests/unit/test_wire.py checks the worst case).
@@ -74,7 +84,11 @@ def input_record_limit(max_request_size: int) -> int:
 
 
 def max_image_bytes(max_request_size: int) -> int:
-    """The largest image whose prediction (the image base64-encoded in JSON) still fits a record."""
+    """The largest image whose prediction fits a record in either version (version 1: base64 in JSON).
+
+    Derived from the larger, version 1 encoding, so that a bridge rolled back to it can still
+    publish every image the cameras were allowed to send.
+    """
     return (input_record_limit(max_request_size) - PREDICTION_OVERHEAD) * 3 // 4
 
 
@@ -179,8 +193,11 @@ def check_base64_image(value: object, what: str) -> bytes:
     return image
 
 
-def cloudevent_attributes(headers: Headers | None, event_type: str, content_types: tuple[str, ...]) -> dict[str, str]:
-    """The CloudEvents attributes of a record, checked; the record's other headers are not read."""
+def cloudevent_attributes(headers: Headers | None, events: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The CloudEvents attributes of a record, checked; ``events``: the content types of each event type.
+
+    The record's other headers are not read.
+    """
     attributes: dict[str, str] = {}
     for name, raw in headers or []:
         if raw is None or not (name.startswith("ce_") or name == "content-type"):
@@ -196,11 +213,11 @@ def cloudevent_attributes(headers: Headers | None, event_type: str, content_type
     missing = [name for name in ("ce_id", "ce_source", "ce_type", "ce_time") if not attributes.get(name)]
     if missing:
         raise WireError(f"missing CloudEvents header(s): {', '.join(missing)}")
-    check_one_of(attributes["ce_type"], "ce_type", (event_type,))
+    event_type = check_one_of(attributes["ce_type"], "ce_type", tuple(events))
     check_id(attributes["ce_id"], "ce_id")
     check_id(attributes["ce_source"], "ce_source")
     check_time(attributes["ce_time"], "ce_time")
-    check_one_of(attributes.get("content-type"), "content-type", content_types)
+    check_one_of(attributes.get("content-type"), "content-type", events[event_type])
     return attributes
 
 
@@ -232,7 +249,7 @@ class ImageEvent:
     @classmethod
     def from_record(cls, value: bytes | None, headers: Headers | None, *, max_bytes: int | None = None) -> ImageEvent:
         """The event of an ``iot-images`` record; ``max_bytes`` is ``max_image_bytes(max_request_size)``."""
-        attributes = cloudevent_attributes(headers, IMAGE_EVENT_TYPE, IMAGE_CONTENT_TYPES)
+        attributes = cloudevent_attributes(headers, IMAGE_EVENTS)
         optional = {name: attributes.get(name) for name in ("ce_subject", "ce_groundtruth")}
         for name, text in optional.items():
             if text is not None:
@@ -262,11 +279,21 @@ def decode_headers(headers: Headers | None) -> dict[str, str]:
         raise WireError(f"header is not UTF-8: {error}") from None
 
 
+class Answer(Protocol):
+    """What the model server answered for one image (``bridges.clients.Labelled`` is one)."""
+
+    label: str
+    scores: dict[str, float]
+    model: str
+    model_version: str
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One image's result as the bridge publishes it and the consumer stores it.
 
-    Each field's ``check`` validates its JSON value (and converts it: the image from base64).
+    Each field's ``check`` validates its JSON value in the ``ce_prediction`` header (or in a
+    version 1 record's JSON value, which also holds the image in base64).
     """
 
     id: str = field(metadata={"check": check_id})
@@ -280,48 +307,96 @@ class Prediction:
     sent_at: str = field(metadata={"check": check_time})
     received_at: str = field(metadata={"check": check_time})
     inferred_at: str = field(metadata={"check": check_time})
-    content_type: str = field(metadata={"check": check_content_type})
-    image: bytes = field(metadata={"check": check_base64_image})
+    content_type: str = field(metadata={"check": check_content_type, "binary": True})  # the content-type header
+    image: bytes = field(metadata={"check": check_base64_image, "binary": True})  # the record's value
+
+    @classmethod
+    def answering(cls, event: ImageEvent, answer: Answer, received_at: str, inferred_at: str) -> Prediction:
+        """The prediction of ``event`` with the model server's ``answer``: its label, scores, model and version."""
+        return cls(
+            id=event.id,
+            producer_id=event.source,
+            subject=event.subject,
+            ground_truth=event.ground_truth,
+            label=answer.label,
+            scores=answer.scores,
+            model=answer.model,
+            model_version=answer.model_version,
+            sent_at=event.time,
+            received_at=received_at,
+            inferred_at=inferred_at,
+            content_type=event.content_type,
+            image=event.data,
+        )
+
+    def result(self) -> dict[str, Any]:
+        """Every field but the image and its type (``RESULT_FIELDS``): the ``ce_prediction`` header's object."""
+        return {name: getattr(self, name) for name in RESULT_FIELDS}
 
     def to_record(self) -> tuple[bytes, bytes, Headers]:
-        body = asdict(self) | {"image": base64.b64encode(self.image).decode()}
+        """(key, value, headers): the image as it came, the result in the ``ce_prediction`` header."""
+        result = self.result()
         headers = [
             ("ce_specversion", SPEC_VERSION.encode()),
             ("ce_id", self.id.encode()),
             ("ce_source", b"iotpipe-bridge"),
             ("ce_type", PREDICTION_EVENT_TYPE.encode()),
             ("ce_time", self.inferred_at.encode()),
-            ("content-type", JSON_CONTENT_TYPE.encode()),
+            ("content-type", self.content_type.encode()),
+            # Raw UTF-8 rather than \u escapes: a character then takes at most 4 bytes, not 12.
+            (PREDICTION_HEADER, json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode()),
         ]
-        # Raw UTF-8 rather than \u escapes: a character then takes at most 4 bytes, not 12.
-        value = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        return self.producer_id.encode(), value, headers
+        return self.producer_id.encode(), self.image, headers
 
     @classmethod
     def from_record(cls, value: bytes | None, headers: Headers | None) -> Prediction:
-        """The prediction of an ``iot-predictions`` record, its CloudEvents headers checked first."""
-        attributes = cloudevent_attributes(headers, PREDICTION_EVENT_TYPE, (JSON_CONTENT_TYPE,))
-        prediction = cls.from_value(value)
+        """The prediction of an ``iot-predictions`` record (either version), its CloudEvents headers checked first."""
+        attributes = cloudevent_attributes(headers, PREDICTION_EVENTS)
+        if attributes["ce_type"] == JSON_PREDICTION_EVENT_TYPE:
+            prediction = cls.from_value(value)
+        else:
+            prediction = cls.from_binary(value, attributes)
         if attributes["ce_id"] != prediction.id:
             raise WireError(f"ce_id {attributes['ce_id']!r} is not the prediction's id {prediction.id!r}")
         return prediction
 
     @classmethod
+    def from_binary(cls, value: bytes | None, attributes: dict[str, str]) -> Prediction:
+        """The prediction of a version 2 record: the image is the value, the rest the ``ce_prediction`` header."""
+        if PREDICTION_HEADER not in attributes:
+            raise WireError(f"missing CloudEvents header {PREDICTION_HEADER}")
+        body = _json_object(attributes[PREDICTION_HEADER].encode(), f"header {PREDICTION_HEADER}")
+        if not value:
+            raise WireError("empty value: no image bytes")
+        return cls(**_checked_fields(body, RESULT_FIELDS), content_type=attributes["content-type"], image=bytes(value))
+
+    @classmethod
     def from_value(cls, value: bytes | None) -> Prediction:
-        """The prediction in a record's JSON value, every field checked; unknown fields are ignored."""
-        try:
-            body = json.loads(value or b"")
-        except (ValueError, RecursionError) as error:
-            raise WireError(f"malformed prediction: not JSON ({error})") from None
-        if not isinstance(body, dict):
-            raise WireError(f"malformed prediction: a JSON {type(body).__name__}, expected an object")
-        missing = [f.name for f in fields(cls) if f.name not in body]
-        if missing:
-            raise WireError(f"malformed prediction: missing field(s) {', '.join(missing)}")
-        return cls(**{f.name: _checked_field(f.name, f.metadata["check"], body[f.name]) for f in fields(cls)})
+        """The prediction in a version 1 record's JSON value, every field checked; unknown fields are ignored."""
+        return cls(**_checked_fields(_json_object(value, "value"), [f.name for f in fields(cls)]))
 
 
 _NULLABLE_FIELDS = frozenset(name for name, hint in get_type_hints(Prediction).items() if type(None) in get_args(hint))
+_CHECKS = {f.name: f.metadata["check"] for f in fields(Prediction)}
+RESULT_FIELDS = [f.name for f in fields(Prediction) if not f.metadata.get("binary")]
+
+
+def _json_object(text: bytes | None, where: str) -> dict:
+    try:
+        body = json.loads(text or b"")
+    except (ValueError, RecursionError) as error:
+        raise WireError(f"malformed prediction: {where} is not JSON ({error})") from None
+    if not isinstance(body, dict):
+        raise WireError(f"malformed prediction: {where} is a JSON {type(body).__name__}, expected an object")
+    return body
+
+
+def _checked_fields(body: dict, names: list[str]) -> dict[str, Any]:
+    """The fields ``names`` of a prediction's JSON object, each checked; unknown fields are ignored."""
+    missing = [name for name in names if name not in body]
+    if missing:
+        raise WireError(f"malformed prediction: missing field(s) {', '.join(missing)}")
+    return {name: _checked_field(name, _CHECKS[name], body[name]) for name in names}
 
 
 def _checked_field(name: str, check: Callable[[object, str], Any], value: object) -> Any:

@@ -66,7 +66,7 @@ class Bench:
         import torch
 
         from handlers.resnet import load_checkpoint
-        from stack.models import checkpoint_path
+        from model_archives import checkpoint_path
 
         model = load_checkpoint(checkpoint_path(self.config, self.config.model_arch))
         encoded = [image.read() for image in take(image_folder(self.images), self.count)]

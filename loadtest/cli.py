@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from iotpipe.cli import add_command
 from iotpipe.config import Config
 
 BATCH_SIZES = "1,4,8,16,32,64"
@@ -14,8 +15,6 @@ BATCH_SIZES = "1,4,8,16,32,64"
 
 def register(commands) -> None:
     """Add the load-test subcommands to the ``iotpipe`` parser."""
-    from iotpipe.cli import add_command
-
     loadtest = add_command(
         commands, "loadtest", cmd_loadtest, "run 1..N producers in turn against the running stack and report latencies"
     )
@@ -26,6 +25,14 @@ def register(commands) -> None:
     loadtest.add_argument("--images", type=Path, help="ImageFolder tree of images (default: IOTPIPE_DATA_DIR)")
     loadtest.add_argument("--timeout", type=float, default=30.0, help="seconds after which an image counts as lost")
     loadtest.add_argument("--ceiling", action="store_true", help="also measure the bare-model ceiling (iotpipe bench)")
+    loadtest.add_argument(
+        "--processes", type=positive, default=1, help="load-generator processes hosting the cameras (default 1)"
+    )
+    loadtest.add_argument(
+        "--slo-p95",
+        type=duration,
+        help="with --rate max: search the highest offered load whose p95 stays within this, e.g. 100ms",
+    )
     model_arch_argument(loadtest)
 
     bench_help = "images/s of the bare model (the handler's preprocessing + forward pass) per batch size"
@@ -81,18 +88,44 @@ def rate(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """Seconds from '100ms', '0.1s' or '0.1' (seconds)."""
+    number, scale = (text[:-2], 1e-3) if text.endswith("ms") else (text.removesuffix("s"), 1.0)
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a duration above 0, e.g. 100ms or 0.1s")
+    return value
+
+
 def cmd_loadtest(config: Config, args) -> int:
-    from loadtest.report import phase_table
+    from loadtest.report import ceiling_line, knee_line, phase_table, search_section
     from loadtest.run import LoadTest
 
-    test = LoadTest(config, args.producers, args.rate, args.count, args.out, args.images, args.timeout, args.ceiling)
+    if args.slo_p95 is not None and args.rate > 0:
+        raise SystemExit("--slo-p95 searches for the highest rate: use it with --rate max")
+    test = LoadTest(
+        config,
+        args.producers,
+        args.rate,
+        args.count,
+        args.out,
+        args.images,
+        args.timeout,
+        args.ceiling,
+        args.processes,
+        args.slo_p95,
+    )
     summary = test.run()
     print(phase_table(summary))
+    for search in summary.searches:
+        print(search_section(search))
+    if not summary.searches:
+        print(knee_line(summary))
     if summary.ceiling is not None:
-        ceiling = summary.ceiling.images_per_s
-        print(
-            f"bare-model ceiling {ceiling:.0f} images/s; the pipeline reached {summary.pipeline_to_ceiling:.1%} of it"
-        )
+        print(f"bare-model ceiling {summary.ceiling.images_per_s:.0f} images/s. {ceiling_line(summary)}")
     print(f"results in {args.out}")
     return 0 if summary.lost == 0 else 2
 

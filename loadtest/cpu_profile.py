@@ -20,8 +20,8 @@ COMPONENTS = {
     "kafka.Kafka": "Kafka broker",
     "org.pytorch.serve.ModelServer": "TorchServe frontend (Java)",
     "model_service_worker.py": "TorchServe workers (Python)",
-    "iotpipe.cli bridge": "bridge",
-    "iotpipe.cli consumer": "consumer",
+    "-m app bridge": "bridge",
+    "-m app consumer": "consumer",
     "pouchdb-server": "CouchDB API (PouchDB Server)",
 }
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")

@@ -1,8 +1,7 @@
-"""Latency files: the load test's (one latency in seconds per line) and the producer's (tab-separated).
+"""Latency files: the load test's (one latency in seconds per line) and a camera's (iotpipe.latency_file).
 
-The producer's file has ``#`` header lines and columns image_id, sent, received, latency, where the
-latency ``lost`` marks an image that was not answered in time. Both kinds are read the same way:
-the last column of each line that is not blank or a comment.
+Both kinds are read line by line, blank and ``#`` lines left out: a line with tabs is a camera's
+image (its latency, or lost), any other one latency.
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iotpipe import latency_file
 from loadtest.stats import LatencyStats, latency_stats
-
-LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -53,23 +51,21 @@ def _stats(name: str, sample: LatencySample) -> LatencyStats:
 
 
 def read_latencies(path: Path) -> LatencySample:
-    latencies: list[float] = []
-    lost = 0
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        value = line.split()[-1]
-        if value == LOST:
-            lost += 1
-            continue
-        try:
-            latencies.append(float(value))
-        except ValueError:
-            raise ValueError(
-                f"{path}:{number}: {value!r} is neither a latency in seconds nor {LOST!r}; expected one number "
-                "per line, or a producer latency file (--latency-file of `iotpipe produce`)"
-            ) from None
-    return LatencySample(latencies, lost)
+    lines = [_latency(line, f"{path}:{number}") for number, line in latency_file.content_lines(path.read_text())]
+    return LatencySample([latency for latency in lines if latency is not None], lines.count(None))
+
+
+def _latency(line: str, where: str) -> float | None:
+    """The latency of one line (None: a camera's lost image)."""
+    if "\t" in line:
+        return latency_file.parse_line(line, where).latency_s
+    try:
+        return float(line)
+    except ValueError:
+        raise ValueError(
+            f"{where}: {line.strip()!r} is not a latency in seconds; expected one number per line, or a camera's "
+            "latency file (--latency-file of `iotpipe produce`)"
+        ) from None
 
 
 def write_latencies(path: Path, latencies: Sequence[float]) -> None:

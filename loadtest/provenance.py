@@ -16,7 +16,7 @@ GIB = 1024**3
 
 
 def provenance(config: Config) -> dict[str, Any]:
-    from stack.models import model_version
+    from model_archives import model_version
 
     return {
         "model": config.model_name,

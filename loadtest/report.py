@@ -8,10 +8,11 @@ from pathlib import Path
 
 from loadtest.bench import Ceiling
 from loadtest.latency_files import Analysis
+from loadtest.search import BISECTIONS
 from loadtest.stats import PERCENTILES, LatencyStats
-from loadtest.summary import Phase, Summary
+from loadtest.summary import KNEE_RULE, MS, Phase, SloSearch, Summary
+from producer.schedule import JITTER
 
-MS = 1000.0
 STAT_HEADERS = [f"p{rank} ms" for rank in PERCENTILES] + ["max ms"]
 
 
@@ -24,12 +25,16 @@ def write_report(out: Path, summary: Summary) -> None:
 
 def markdown_report(summary: Summary) -> str:
     sections = [f"# Load test: {model_line(summary)}", setting_line(summary), phase_table(summary)]
+    sections.append(COLUMNS)
+    if summary.searches:
+        sections += ["## Highest offered load within the p95 bound", *map(search_section, summary.searches)]
+    else:
+        sections.append(knee_line(summary))
     if summary.ceiling is not None:
-        ratio = f"The best pipeline throughput is {summary.pipeline_to_ceiling:.1%} of the bare-model ceiling."
         sections += [
             "## Bare-model ceiling (preprocessing + forward, in process)",
             ceiling_table(summary.ceiling),
-            ratio,
+            ceiling_line(summary),
         ]
     sections.append("![Latency percentiles and CDF per producer count](latency.png)")
     return "\n\n".join(sections) + "\n"
@@ -45,7 +50,68 @@ def setting_line(summary: Summary) -> str:
     return (
         f"{p['date']}, commit {p['git_commit'][:12]}, {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB.  \n"
         f"Each producer sends {s['count_per_producer']} images {rate_text(s['rate_per_producer'])}, open loop; "
-        f"an image not answered within {s['timeout_s']:g} s counts as lost. Images from {s['images']}."
+        f"an image not answered within {s['timeout_s']:g} s counts as lost. Images from {s['images']}.  \n"
+        f"{s['processes']} load-generator process(es) host the cameras, each connected and positioned before "
+        f"the clock starts; each camera starts at a random phase of its interval and sends with up to "
+        f"{JITTER:.0%} of it as jitter.{search_text(s['slo_p95_s'], s['rate_per_producer'])}"
+    )
+
+
+def search_text(slo_p95_s: float | None, rate: float | None) -> str:
+    if slo_p95_s is None or rate is not None:
+        return ""
+    return (
+        f" For each camera count, an unpaced step, then {BISECTIONS} steps bisecting the rate per camera, "
+        f"look for the highest offered load with p95 <= {slo_p95_s * MS:g} ms (each step a row below)."
+    )
+
+
+COLUMNS = (
+    "first/median: the worst camera's first-image latency over its own median (1.0: no cold start). "
+    "loadgen cores: CPU seconds the load generator's processes used per second of the phase, "
+    "on the same machine as the pipeline."
+)
+
+
+def knee_line(summary: Summary) -> str:
+    knee = summary.knee
+    found = "none in these phases" if knee is None else f"at {knee.phase.label} images/s: {knee.reason}"
+    return f"Knee ({KNEE_RULE}): {found}."
+
+
+def search_section(search: SloSearch) -> str:
+    bound = f"p95 <= {search.slo_p95_s * MS:g} ms"
+    rows = [
+        [
+            str(number),
+            step.label,
+            f"{step.throughput:.1f}",
+            str(step.lost),
+            f"{step.stats.p95 * MS:.1f}",
+            "yes" if search.within(step) else "no",
+        ]
+        for number, step in enumerate(search.steps, start=1)
+    ]
+    table = markdown_table(["step", "cameras x img/s", "answered img/s", "lost", "p95 ms", "within"], rows)
+    best = search.best
+    if best is None:
+        verdict = f"{search.producers} camera(s): no step kept {bound} with nothing lost."
+    else:
+        load = "unpaced" if best.offered_rate is None else f"offered {best.offered_rate:.1f} images/s"
+        verdict = (
+            f"{search.producers} camera(s): the highest load within {bound} with nothing lost: {load} "
+            f"({best.label}), {best.throughput:.1f} images/s answered."
+        )
+    return f"{table}\n\n{verdict}"
+
+
+def ceiling_line(summary: Summary) -> str:
+    only = summary.pipeline_only_to_ceiling
+    only_text = "n/a (the load generator used every core)" if only is None else f"{only:.1%}"
+    return (
+        f"The best pipeline throughput ({summary.fastest.label}) is {summary.pipeline_to_ceiling:.1%} of the "
+        f"bare-model ceiling; against the ceiling scaled to the cores the load generator left free "
+        f"({summary.fastest.loadgen_cores:.2f} of {summary.provenance['machine']['cores']} used), {only_text}."
     )
 
 
@@ -55,6 +121,7 @@ def rate_text(rate: float | None) -> str:
 
 def phase_table(summary: Summary) -> str:
     headers = ["producers", "offered img/s", "sent", "answered", "lost", "throughput img/s", *STAT_HEADERS]
+    headers += ["first/median", "loadgen cores"]
     rows = [
         [
             str(phase.producers),
@@ -64,6 +131,8 @@ def phase_table(summary: Summary) -> str:
             str(phase.lost),
             f"{phase.throughput:.1f}",
             *stat_cells(phase.stats),
+            "n/a" if phase.first_to_median is None else f"{phase.first_to_median:.2f}",
+            f"{phase.loadgen_cores:.2f}",
         ]
         for phase in summary.phases
     ]
@@ -111,13 +180,15 @@ def plot_latency(summary: Summary, path: Path) -> None:
 
 
 def plot_percentiles(axes, phases: Sequence[Phase]) -> None:
-    counts = [phase.producers for phase in phases]
-    for rank in PERCENTILES:
-        axes.plot(counts, [getattr(phase.stats, f"p{rank}") * MS for phase in phases], marker="o", label=f"p{rank}")
-    axes.set(title="Latency percentiles", xlabel="concurrent producers", ylabel="latency (ms)", xticks=counts)
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend(title="percentile")
+    """One point per phase, in the order run, labelled cameras x images/s each."""
+    positions = range(len(phases))
+    for name in [f"p{rank}" for rank in PERCENTILES] + ["max"]:
+        axes.plot(positions, [getattr(phase.stats, name) * MS for phase in phases], marker="o", label=name)
+    axes.set(title="Latency percentiles", xlabel="cameras x images/s each", ylabel="latency (ms)")
+    axes.set_xticks(positions, [phase.label for phase in phases], rotation=30 if len(phases) > 6 else 0)
+    axes.set_yscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(title="statistic")
 
 
 def plot_cdf(axes, phases: Sequence[Phase]) -> None:
@@ -126,14 +197,14 @@ def plot_cdf(axes, phases: Sequence[Phase]) -> None:
     for phase in phases:
         ordered = sorted(latency * MS for latency in phase.latencies)
         fractions = [(index + 1) / len(ordered) for index in range(len(ordered))]
-        label = f"{phase.producers}: {phase.throughput:.1f} img/s answered, {phase.lost} lost"
+        label = f"{phase.label}: {phase.throughput:.1f} img/s answered, {phase.lost} lost"
         axes.step(ordered, fractions, where="post", label=label)
     axes.set(title="Latency CDF per producer count", xlabel="latency (ms, log scale)", xscale="log")
     axes.set(ylabel="fraction of images answered within", ylim=(0, 1.02))
     axes.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
     axes.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(title="producers")
+    axes.legend(title="cameras x images/s each")
 
 
 def plot_title(summary: Summary) -> str:

@@ -1,14 +1,19 @@
-"""``LoadTest``: 1..N producers against the running stack, one phase per producer count.
+"""``LoadTest``: 1..N cameras against the running stack, one phase per camera count.
 
-Every producer is its own process and sends ``count`` images at ``rate`` per second (0: as fast as
-it can), open loop, so a saturated pipeline shows up as latency. After each phase the latency files
-and the report in ``out`` are (re)written, so a run stopped early keeps what it measured.
+The cameras of a phase are hosted by ``processes`` load-generator processes (one Kafka producer and
+one listener each, shared by their cameras) and send ``count`` images each at ``rate`` per second,
+open loop, so a saturated pipeline shows up as latency. With ``rate`` 0 and a p95 bound, each
+camera count searches for the highest offered load within the bound (loadtest/search.py) instead.
+After each phase the latency files and the report in ``out`` are (re)written, so a run stopped
+early keeps what it measured.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
+from itertools import count as numbered
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,13 @@ from tqdm import tqdm
 from iotpipe.config import Config
 from loadtest.bench import Bench
 from loadtest.latency_files import write_latencies
-from loadtest.processes import ProducerJob, run_producers
+from loadtest.processes import FleetJob, run_fleets
 from loadtest.provenance import provenance
 from loadtest.report import write_report
+from loadtest.search import search_slo
 from loadtest.summary import Phase, Summary
-from producer import SourceImage, image_folder
+from producer import Camera, SourceImage, image_folder
+from producer.images import take
 
 
 class LoadTest:
@@ -35,6 +42,8 @@ class LoadTest:
         images: Path | None = None,
         timeout_s: float = 30.0,
         ceiling: bool = False,
+        processes: int = 1,
+        slo_p95_s: float | None = None,
     ) -> None:
         self.config = config
         self.producer_counts = producer_counts
@@ -44,14 +53,23 @@ class LoadTest:
         self.images = images or config.data_dir
         self.timeout_s = timeout_s
         self.ceiling = ceiling
+        self.processes = processes
+        self.slo_p95_s = slo_p95_s
         self.run_id = uuid.uuid4().hex[:8]
+        self._phase_numbers = numbered(1)
 
     def run(self) -> Summary:
-        images = image_folder(self.images)
+        sample = take(image_folder(self.images), self.count)
         ceiling = Bench(self.config, self.images).run() if self.ceiling else None
         summary = Summary(provenance(self.config), self.settings(), ceiling)
         for producers in self.producer_counts:
-            summary.phases.append(self.phase(producers, images))
+            if self.slo_p95_s is None or self.rate > 0:
+                summary.phases.append(self.phase(producers, self.rate, sample))
+            else:
+                measure = functools.partial(self.phase, producers, sample=sample)
+                search = search_slo(measure, producers, self.slo_p95_s)
+                summary.phases += search.steps
+                summary.searches.append(search)
             write_report(self.out, summary)
         return summary
 
@@ -63,14 +81,21 @@ class LoadTest:
             "count_per_producer": self.count,
             "timeout_s": self.timeout_s,
             "images": str(self.images),
+            "processes": self.processes,
+            "slo_p95_s": self.slo_p95_s,
         }
 
-    def phase(self, producers: int, images: Sequence[SourceImage]) -> Phase:
-        ids = [f"lt-{self.run_id}-p{producers}-{index}" for index in range(1, producers + 1)]
-        sample = images[: self.count]
-        jobs = [ProducerJob(self.config, sample, id_, self.count, self.rate, self.timeout_s) for id_ in ids]
-        with tqdm(total=producers * self.count, desc=f"{producers} producer(s) sending", unit="img") as bar:
-            reports = run_producers(jobs, bar.update)
+    def phase(self, producers: int, rate: float, sample: Sequence[SourceImage]) -> Phase:
+        """One phase: ``producers`` cameras at ``rate`` images/s each (0: unpaced), spread over the processes."""
+        number = next(self._phase_numbers)
+        ids = [f"lt-{self.run_id}-{number}-p{producers}-{index}" for index in range(1, producers + 1)]
+        cameras = [Camera(id_, sample, rate) for id_ in ids]
+        processes = min(self.processes, producers)
+        jobs = [FleetJob(self.config, cameras[first::processes], self.timeout_s) for first in range(processes)]
+        label = f"{producers} camera(s) x {rate:.4g}/s" if rate > 0 else f"{producers} camera(s) unpaced"
+        with tqdm(total=producers * self.count, desc=label, unit="img") as bar:
+            results = run_fleets(jobs, bar.update)
+        reports = [report for result in results for report in result.reports]
         if not any(report.answered for report in reports):
             raise RuntimeError(
                 f"with {producers} producer(s), none of the images was answered within {self.timeout_s:g} s; "
@@ -79,4 +104,5 @@ class LoadTest:
         self.out.mkdir(parents=True, exist_ok=True)
         for report in reports:
             write_latencies(self.out / f"latency_p{producers}_{report.producer_id}.txt", report.latencies)
-        return Phase.from_reports(producers, self.rate, reports)
+        loadgen_cpu_s = sum(result.cpu_s for result in results)
+        return Phase.from_reports(producers, rate, reports, loadgen_cpu_s, processes)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+from iotpipe.image_types import CONTENT_TYPE_OF_SUFFIX, NAMES
 
 
 class MissingImages(FileNotFoundError):
@@ -34,12 +34,14 @@ def image_folder(root: Path) -> list[SourceImage]:
             "in the ImageFolder layout, e.g. the CIFAR-10 test set as <class>/<n>.jpg"
         )
     images = [
-        SourceImage(f"{path.parent.name}/{path.name}", path.parent.name, IMAGE_SUFFIXES[path.suffix.lower()], path)
+        SourceImage(
+            f"{path.parent.name}/{path.name}", path.parent.name, CONTENT_TYPE_OF_SUFFIX[path.suffix.lower()], path
+        )
         for path in sorted(root.glob("*/*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES
+        if path.suffix.lower() in CONTENT_TYPE_OF_SUFFIX
     ]
     if not images:
-        raise MissingImages(f"no .jpg or .png images in the class folders of {root}")
+        raise MissingImages(f"no {NAMES} images ({', '.join(CONTENT_TYPE_OF_SUFFIX)}) in the class folders of {root}")
     return images
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iotpipe.config import ENV_PREFIX
+
 
 class StackError(RuntimeError):
     """A component failed to install, start or answer; the message says where to look."""
@@ -121,7 +123,7 @@ class Service:
             process = subprocess.Popen(
                 list(self.command),
                 cwd=self.cwd,
-                env=os.environ | self.env,
+                env=inherited_environment() | self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -170,6 +172,11 @@ class Service:
         for path in (self.ready_file, self.waiting_file):
             if path is not None:
                 path.unlink(missing_ok=True)
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment without its IOTPIPE_* variables: a child's configuration is handed, not inherited."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

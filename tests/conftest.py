@@ -57,21 +57,13 @@ def stack(config: Config):
     for variable, path in (("IOTPIPE_MODELS_DIR", config.models_dir), ("IOTPIPE_DATA_DIR", config.data_dir)):
         if not path.is_dir():
             pytest.fail(f"{variable}={path} is not a folder; `make test` sets it to ../shared when that exists")
-    environment = {f"IOTPIPE_{name.upper()}": str(value) for name, value in TEST_STACK.items()}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)  # the bridge and consumer processes read the same configuration
-    test_stack = Stack(config)
+    test_stack = Stack(config)  # it hands this configuration to every process it starts
     test_stack.down(purge=True)
     try:
         yield test_stack.up(progress=lambda line: print(f"[test stack] {line}"))
     finally:
         test_stack.down(purge=True)
         lock.close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def claim_test_stack(state_dir: Path):

@@ -34,6 +34,9 @@ SUBSTITUTES = {
     "pouchdb-server": (DOCKER / "pouchdb-server" / "Dockerfile", None),
 }
 ALL_IMAGES = IMAGES | SUBSTITUTES
+# Images of an alternative to one of the above, not built by `make images` nor Ansible: MLServer for TorchServe
+# (k8s/components/mlserver).
+ALTERNATIVES = {"mlserver": (DOCKER / "mlserver" / "Dockerfile", None)}
 DOCKERFILES = sorted(DOCKER.glob("*/Dockerfile"))
 # The packages of pyproject.toml that the application images leave out (the build stage of docker/app/Dockerfile).
 LEFT_OUT = ["torch", "torchvision", "torchserve", "torch-model-archiver", "matplotlib"]
@@ -164,7 +167,7 @@ def test_hadolint_finds_nothing(dockerfile):
 
 
 def test_every_dockerfile_builds_images_and_the_app_dockerfile_has_one_target_per_application():
-    assert set(DOCKERFILES) == {dockerfile for dockerfile, _ in ALL_IMAGES.values()}
+    assert set(DOCKERFILES) == {dockerfile for dockerfile, _ in (ALL_IMAGES | ALTERNATIVES).values()}
     app = stages(APP)
     built_on = {stage.base for stage in app} | {source for stage in app for source in stage.copied_from()}
     targets = [stage.name for stage in app if stage.name not in built_on]
@@ -251,7 +254,7 @@ def test_application_images_need_none_of_the_packages_they_leave_out(service):
     assert any(f"--without {' '.join(LEFT_OUT)}" in arguments for arguments in steps)
     program = f"""
 import {package}
-from iotpipe.cli import build_parser
+from app.commands import build_parser
 build_parser().parse_args([{command!r}, "--help"])
 """
     result = run_without_left_out_packages(program, service)

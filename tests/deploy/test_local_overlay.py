@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cluster.config import ClusterConfig
-from cluster.e2e import recap_changed, sent_ids, tally
+from cluster.e2e import recap_changed, tally
 from tests.deploy.conftest import ANSIBLE, ROOT, find, pod_specs
 
 # The project's images and the stand-ins of docker/README.md for apache/kafka and couchdb.
@@ -77,11 +77,6 @@ node                       : ok=3    changed=2    unreachable=0    failed=0    s
 
 def test_the_rerun_counts_the_changes_of_every_host_in_the_recap():
     assert recap_changed("TASK [x] changed=7\n" + RECAP) == 2
-
-
-def test_sent_ids_are_the_first_column_of_a_latency_file():
-    text = "# image_id\tsent_unix_s\treceived_unix_s\tlatency_s\na\t1.0\t1.5\t0.5\nb\t2.0\t\t\n"
-    assert sent_ids(text) == ["a", "b"]
 
 
 def document(doc_id: str, subject: str, label: str = "cat", producer: str = "camera-0") -> dict:

@@ -208,6 +208,21 @@ def test_every_container_declares_requests_and_limits(rendered, name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_every_variable_a_container_refers_to_is_defined_before_it(rendered, name):
+    """Kubernetes expands $(VAR) in env only from variables defined earlier in the list (else it stays literal, and
+    prod's brokers once failed to parse "SASL_SSL://$(POD_NAME)..."): a patch that reorders env must not break it."""
+    problems = []
+    for where, spec in pod_specs(rendered[name]).items():
+        for container in containers(spec):
+            defined: set[str] = set()
+            for variable in container.get("env", []):
+                used = set(re.findall(r"\$\((\w+)\)", variable.get("value", "")))
+                problems += [f"{where}/{container['name']}: {variable['name']} uses $({u})" for u in used - defined]
+                defined.add(variable["name"])
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_every_object_carries_the_recommended_labels(rendered, name):
     problems = []
     for o in rendered[name]:

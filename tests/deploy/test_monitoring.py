@@ -30,7 +30,7 @@ FROM_MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint", "service"}
 DASHBOARD = K8S / "components" / "monitoring" / "grafana-dashboard.json"
 # The modules that register the bridge's and the consumer's metrics with prometheus_client.
-METRICS_MODULES = ["bridges.bridge", "consumer.couchdb_writer", "producer.camera"]
+METRICS_MODULES = ["bridges.bridge", "consumer.storage", "producer.camera"]
 # TorchServe's own metrics (its metrics API); the dashboard may use any ts_* name.
 TORCHSERVE_PREFIX = "ts_"
 

@@ -7,7 +7,7 @@ import uuid
 
 from kafka import TopicPartition
 
-from iotpipe import couch, kafka
+from iotpipe import couch, kafka_clients
 from iotpipe.config import Config
 from iotpipe.wire import REASON_HEADER, decode_headers
 
@@ -29,7 +29,7 @@ def wait_for_documents(config: Config, producer_id: str, expected: int, timeout_
 
 def dead_letters(config: Config, topic: str, image_ids: set[str], timeout_s: float = 60) -> dict[str, str]:
     """Reason header of each dead-lettered record among ``image_ids`` (ce_id), read from the start."""
-    consumer = kafka.consumer(config, group_id=None)
+    consumer = kafka_clients.consumer(config, group_id=None)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     consumer.assign(partitions)
     consumer.seek_to_beginning()

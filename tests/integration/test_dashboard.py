@@ -16,8 +16,8 @@ from selenium.webdriver.chrome.service import Service
 from dashboard.server import Dashboard
 from handlers.resnet import CLASSES
 from iotpipe.config import Config
+from model_archives import model_version
 from producer import Producer, ProducerReport
-from stack.models import model_version
 from tests.integration.helpers import unique_producer_id
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from iotpipe import kafka
-from iotpipe.cli import main
+from app.commands import main
+from iotpipe import kafka_clients
 from iotpipe.config import Config
 from iotpipe.dead_letters import MAX_REPLAYS, DeadLetter, read_dead_letters, select
 from iotpipe.wire import ImageEvent, now_iso
@@ -22,7 +22,7 @@ def send_text_as_image(config: Config) -> ImageEvent:
     """A well-formed CloudEvent whose image is text, with a camera's own header beside the CloudEvents ones."""
     event = ImageEvent(source=unique_producer_id("dlq-replay"), data=b"hello, I am text, not an image")
     key, value, headers = event.to_record()
-    sender = kafka.producer(config)
+    sender = kafka_clients.producer(config)
     try:
         sender.send(config.images_topic, key=key, value=value, headers=[*headers, CAMERA_HEADER]).get(timeout=30)
     finally:
@@ -42,9 +42,9 @@ def wait_for_dead_letter(config: Config, image_id: str, replays: int, timeout_s:
         time.sleep(0.5)
 
 
-def dlq(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str]:
-    """Run ``iotpipe dlq ARGUMENTS`` against the test stack (its IOTPIPE_* variables are set)."""
-    code = main(["dlq", *arguments])
+def dlq(capsys: pytest.CaptureFixture[str], stack: Config, *arguments: str) -> tuple[int, str]:
+    """Run ``iotpipe dlq ARGUMENTS`` with the test stack's IOTPIPE_* variables."""
+    code = main(["dlq", *arguments], environ=stack.environ())
     return code, capsys.readouterr().out
 
 
@@ -58,20 +58,20 @@ def test_a_bad_image_is_listed_by_reason_replayed_with_its_headers_and_refused_p
     assert first.origin_topic == stack.images_topic
     assert CAMERA_HEADER in first.headers
 
-    code, out = dlq(capsys, "list", "--since", started, "--json")
+    code, out = dlq(capsys, stack, "list", "--since", started, "--json")
     assert code == 0
     listed = {group["reason"]: group for group in json.loads(out)["reasons"]}
     assert event.id in listed[first.reason]["examples"]
 
     for replays in range(1, MAX_REPLAYS + 1):
-        code, out = dlq(capsys, "replay", "--id", event.id)
+        code, out = dlq(capsys, stack, "replay", "--id", event.id)
         assert (code, out.splitlines()[0]) == (0, "replayed 1 of 1 selected dead letters"), out
         again = wait_for_dead_letter(stack, event.id, replays=replays)
         assert NOT_AN_IMAGE in again.reason
         assert (again.key, again.value, again.origin_topic) == (first.key, first.value, stack.images_topic)
         assert CAMERA_HEADER in again.headers
 
-    code, out = dlq(capsys, "replay", "--id", event.id)
+    code, out = dlq(capsys, stack, "replay", "--id", event.id)
     assert code == 2, out
     assert f"replayed {MAX_REPLAYS} times already and failed each time" in out
     assert out.splitlines()[0] == "replayed 0 of 1 selected dead letters"

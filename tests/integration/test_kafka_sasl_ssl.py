@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 import pytest
 from kafka.errors import KafkaError
 
-from iotpipe import kafka
+from iotpipe import kafka_clients
 from iotpipe.config import Config
 from iotpipe.wire import ImageEvent
-from stack import Stack, kafka_password
+from stack import Stack
+from stack.kafka import kafka_password
 from stack.tls import TlsFiles, fingerprint, served_certificate
 from tests.integration.helpers import unique_producer_id, wait_for_documents
 
@@ -42,7 +43,7 @@ def send_image(sender, stack: Config, producer_id: str, image) -> str:
 
 def test_an_image_sent_over_sasl_ssl_is_stored(stack: Config, images) -> None:
     producer_id = unique_producer_id("sasl")
-    sender = kafka.producer(over_sasl_ssl(stack, kafka_password(stack)))
+    sender = kafka_clients.producer(over_sasl_ssl(stack, kafka_password(stack)))
     sent = send_image(sender, stack, producer_id, images[0])
     sender.close()
     assert [document["_id"] for document in wait_for_documents(stack, producer_id, expected=1)] == [sent]
@@ -50,7 +51,7 @@ def test_an_image_sent_over_sasl_ssl_is_stored(stack: Config, images) -> None:
 
 def test_a_wrong_password_is_refused(stack: Config) -> None:
     with pytest.raises(KafkaError):
-        sender = kafka.producer(over_sasl_ssl(stack, "wrong"), max_block_ms=5000)
+        sender = kafka_clients.producer(over_sasl_ssl(stack, "wrong"), max_block_ms=5000)
         sender.send(stack.images_topic, value=b"x").get(timeout=10)
 
 
@@ -59,18 +60,22 @@ def test_images_sent_across_certificate_renewals_are_all_stored_and_the_broker_i
 ) -> None:
     """Images go over a connection opened before the renewal and over new ones, until the first expires."""
     assert stack.kafka_certificate_expiration_min == 2.0
-    secure, tls, broker = over_sasl_ssl(stack, kafka_password(stack)), TlsFiles(stack.kafka_tls_dir), Stack(stack).kafka
+    secure, tls, broker = (
+        over_sasl_ssl(stack, kafka_password(stack)),
+        TlsFiles(stack.kafka_tls_dir),
+        Stack(stack).kafka.process,
+    )
     kafka_pid, kafka_restarts = broker.pid(), broker.restarts()
     first = served_certificate(stack.kafka_sasl_ssl_address, tls.ca)
     served, sent = {fingerprint(first)}, {"long-lived": [], "new connection": []}
     producer_ids = {way: unique_producer_id("tls") for way in sent}
-    long_lived = kafka.producer(secure)
+    long_lived = kafka_clients.producer(secure)
     started = time.monotonic()
     while True:
         first_expired = datetime.now(UTC) > first.not_valid_after_utc
         image = images[sum(map(len, sent.values())) % len(images)]
         sent["long-lived"].append(send_image(long_lived, stack, producer_ids["long-lived"], image))
-        sender = kafka.producer(secure)
+        sender = kafka_clients.producer(secure)
         sent["new connection"].append(send_image(sender, stack, producer_ids["new connection"], image))
         sender.close()
         served.add(fingerprint(served_certificate(stack.kafka_sasl_ssl_address, tls.ca)))

@@ -7,6 +7,7 @@ the management API (`iotpipe models list`) still answers at the end.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -45,7 +46,7 @@ def test_images_flow_across_key_expiries_with_nothing_lost_and_each_stored_once(
 ) -> None:
     assert stack.torchserve_token_expiration_min == 1.0
     count = int(LIFETIMES * 60 * stack.torchserve_token_expiration_min * RATE)
-    torchserve_pid = Stack(stack).torchserve.pid()
+    torchserve_pid = Stack(stack).model_server.process.pid()
     stopping = threading.Event()
     keys = watch_inference_keys(stack, stopping)
     producer_id = unique_producer_id("keys")
@@ -63,10 +64,14 @@ def test_images_flow_across_key_expiries_with_nothing_lost_and_each_stored_once(
     ids = [document["_id"] for document in wait_for_documents(stack, producer_id, expected=count)]
     assert len(ids) == len(set(ids)) == count
     assert len(keys) >= 3, f"the inference key changed {len(keys) - 1} time(s) in {count / RATE:.0f} s"
-    assert Stack(stack).torchserve.pid() == torchserve_pid, "the keys were renewed by restarting TorchServe"
+    assert Stack(stack).model_server.process.pid() == torchserve_pid, "the keys were renewed by restarting TorchServe"
     # The management key of the start expired long ago: `iotpipe models list` needs the renewed one.
     listed = subprocess.run(
-        [sys.executable, "-m", "iotpipe.cli", "models", "list"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app", "models", "list"],
+        env=os.environ | stack.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert listed.returncode == 0, listed.stderr
     assert stack.model_name in listed.stdout

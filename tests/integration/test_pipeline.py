@@ -6,11 +6,11 @@ import torch
 
 from handlers.images import preprocess_bytes
 from handlers.resnet import CLASSES, load_checkpoint
-from iotpipe import kafka
+from iotpipe import kafka_clients
 from iotpipe.config import Config
 from iotpipe.wire import ImageEvent
+from model_archives import checkpoint_path, model_version
 from producer import Producer
-from stack.models import checkpoint_path, model_version
 from tests.integration.helpers import dead_letters, unique_producer_id, wait_for_documents
 
 PER_CLASS = 50  # 500 images
@@ -67,7 +67,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_good_ones_around_them_are_
     }
     interleaved = [good[0], bad["not an image"], good[1], bad["truncated"], good[2], bad["empty"], good[3]]
     interleaved += [bad["wrong content type"], good[4], good[5]]
-    sender = kafka.producer(stack)
+    sender = kafka_clients.producer(stack)
     for event in interleaved:
         key, value, headers = event.to_record()
         sender.send(stack.images_topic, key=key, value=value, headers=headers)

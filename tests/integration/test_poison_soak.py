@@ -26,13 +26,22 @@ from pathlib import Path
 from kafka import TopicPartition
 from PIL import Image
 
-from iotpipe import couch, kafka
+from iotpipe import couch, kafka_clients
 from iotpipe.config import Config
-from iotpipe.wire import REASON_HEADER, ImageEvent, Prediction, decode_headers, max_image_bytes, now_iso
+from iotpipe.wire import (
+    PREDICTION_HEADER,
+    REASON_HEADER,
+    ImageEvent,
+    Prediction,
+    decode_headers,
+    max_image_bytes,
+    now_iso,
+)
 from producer import Producer
 from stack import Stack
 from tests.faults.test_faults import answer_times, longest_gap_s
 from tests.integration.helpers import unique_producer_id, wait_for_documents
+from tests.unit.test_wire import version_1_record
 
 CAMERAS = 3
 IMAGES_PER_CAMERA = 200
@@ -126,44 +135,65 @@ def image_records(config: Config, source: str, jpeg: bytes, rng: random.Random) 
 
 
 def prediction_records(config: Config, source: str, jpeg: bytes) -> list[Hostile]:
-    """Bad records for iot-predictions: valid CloudEvents headers around broken or ill-typed predictions."""
+    """Bad records for iot-predictions: valid CloudEvents headers around broken or ill-typed predictions.
 
-    def prediction(**changes) -> tuple[bytes, bytes, list]:
-        fields = dict(
+    Both formats: the current one (the result in the ``ce_prediction`` header) and version 1 (the
+    whole prediction as a JSON value), which an older bridge still writes during an upgrade.
+    """
+
+    def good() -> Prediction:
+        return Prediction(
             id=uuid.uuid4().hex, producer_id=source, subject="soak/x.jpg", ground_truth="cat", label="cat",
             scores={"cat": 0.9, "dog": 0.05, "frog": 0.05}, model="cifar10-resnet", model_version="20.1",
             sent_at=now_iso(), received_at=now_iso(), inferred_at=now_iso(), content_type="image/jpeg", image=jpeg,
         )  # fmt: skip
-        key, value, headers = Prediction(**fields).to_record()
-        body = json.loads(value)
+
+    def changed(body: dict, changes: dict) -> bytes:
         for name, replacement in changes.items():
             if replacement is ...:
                 body.pop(name)
             else:
                 body[name] = replacement
-        return key, json.dumps(body).encode(), headers
+        return json.dumps(body).encode()
+
+    def prediction(**changes) -> tuple[bytes, bytes, list]:
+        key, value, headers = good().to_record()
+        result = json.loads(decode_headers(headers)[PREDICTION_HEADER])
+        kept = [(name, raw) for name, raw in headers if name != PREDICTION_HEADER]
+        return key, value, [*kept, (PREDICTION_HEADER, changed(result, changes))]
+
+    def version_1(**changes) -> tuple[bytes, bytes, list]:
+        key, value, headers = version_1_record(good())
+        return key, changed(json.loads(value), changes), headers
+
+    def with_header(record: tuple[bytes, bytes, list], name: str, value: bytes) -> tuple[bytes, bytes, list]:
+        key, body, headers = record
+        return key, body, [(n, v) for n, v in headers if n != name] + [(name, value)]
 
     def hostile(case: str, record: tuple[bytes, bytes, list], bad: bool = True) -> Hostile:
         return Hostile(case, config.predictions_topic, *record, bad=bad)
 
-    _, _, headers = prediction()
     return [
-        hostile("not-json", (source.encode(), b"{not json", headers)),
+        hostile("result-not-json", with_header(prediction(), PREDICTION_HEADER, b"{not json")),
         hostile("label-int", prediction(label=7)),
         hostile("scores-list", prediction(scores=[0.9, 0.1])),
         hostile("scores-nan", prediction(scores={"cat": "NaN"})),
-        hostile("image-not-base64", prediction(image="!!!")),
         hostile("missing-label", prediction(label=...)),
         hostile("id-underscore", prediction(id="_all_docs")),
-        hostile("content-type-html", prediction(content_type="text/html")),
+        hostile("content-type-html", with_header(prediction(), "content-type", b"text/html")),
         hostile("sent-at-garbage", prediction(sent_at="not a time")),
+        hostile("no-image", (source.encode(), b"", prediction()[2])),
         hostile("extra-field", prediction(from_a_newer_bridge={"hello": 1}), bad=False),  # forward compatible
+        hostile("v1-not-json", (source.encode(), b"{not json", version_1()[2])),
+        hostile("v1-image-not-base64", version_1(image="!!!")),
+        hostile("v1-label-int", version_1(label=7)),
+        hostile("v1-from-an-older-bridge", version_1(), bad=False),  # stored during an upgrade
     ]
 
 
 def dead_letters_by_case(config: Config, cases: set[str], timeout_s: float = 60) -> dict[str, dict[str, str]]:
     """{case/tag: headers} of the hostile records found in either dead-letter topic."""
-    consumer = kafka.consumer(config, group_id=None)
+    consumer = kafka_clients.consumer(config, group_id=None)
     topics = (config.dead_letter_topic, config.predictions_dead_letter_topic)
     consumer.assign([TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()])
     consumer.seek_to_beginning()
@@ -205,7 +235,7 @@ def test_poison_records_cost_only_themselves(stack: Config, images, tmp_path: Pa
     threads = [threading.Thread(target=run_camera, args=pair) for pair in enumerate(cameras)]
     for thread in threads:
         thread.start()
-    sender = kafka.producer(stack)
+    sender = kafka_clients.producer(stack)
     for record in hostile:  # spread over the cameras' run
         time.sleep(IMAGES_PER_CAMERA / RATE * 0.8 / len(hostile))
         record.send(sender)
@@ -260,7 +290,7 @@ def test_an_image_id_reused_for_another_image_is_a_conflict_not_a_silent_drop(st
         return Hostile("reuse", stack.predictions_topic, *prediction.to_record())
 
     redelivered, reused = again(first.read()), again(other.read())
-    sender = kafka.producer(stack)
+    sender = kafka_clients.producer(stack)
     redelivered.send(sender)
     reused.send(sender)
     sender.flush()
@@ -273,9 +303,11 @@ def test_an_image_id_reused_for_another_image_is_a_conflict_not_a_silent_drop(st
 
 def body_or_header_id(record: Hostile) -> str | None:
     """The image id of a hostile record: the prediction's id on iot-predictions, else its ce_id header."""
+    attributes = decode_headers_lenient(record.headers)
     if record.topic.endswith("predictions"):
-        return json.loads(record.value)["id"]
-    return decode_headers_lenient(record.headers).get("ce_id")
+        result = attributes.get(PREDICTION_HEADER, record.value)
+        return json.loads(result)["id"]
+    return attributes.get("ce_id")
 
 
 def settle(

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from iotpipe.config import Config
-from stack import host_port
+from stack.component import host_port
 
 
 def is_loopback(ip: str) -> bool:
@@ -26,7 +26,7 @@ def test_couchdb_refuses_anonymous_reads_and_writes(stack: Config) -> None:
 
 def test_couchdb_password_is_a_private_file_not_a_default(stack: Config) -> None:
     assert stack.couchdb_secret_file.stat().st_mode & 0o077 == 0
-    assert len(stack.couchdb_password) >= 24
+    assert len(stack.couchdb_password.get_secret_value()) >= 24
 
 
 @pytest.mark.parametrize("path", ["/models", "/models/cifar10-resnet"])

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from iotpipe import couch
-from iotpipe.config import Config
+from iotpipe.config import NO_SECRET, Config, SecretStr
 from iotpipe.couch import CouchRefused, CouchUnavailable, Outcome, WriteOutcome
 from tests.unit.test_wire import make_prediction
 
@@ -271,6 +271,50 @@ def test_creating_the_database_makes_it_private_with_its_index_and_view_and_keep
     assert asked["PUT", "/iot_results/_security"]["members"]["names"] == ["admin"]
     assert asked["POST", "/iot_results/_index"] == couch.BY_PRODUCER_INDEX
     assert asked["POST", "/iot_results"] == couch.DESIGN
+
+
+# -- the server's admins: the embedded stack ends CouchDB's admin party with them
+
+
+def test_the_admin_party_lists_its_admins_and_a_server_with_admins_hides_them_from_others(fake: FakeCouch) -> None:
+    anonymous = couch.Database(fake.config().replace(couchdb_password=NO_SECRET))
+    fake.routes["GET", "/_config/admins"] = (200, {})
+    assert anonymous.server_admins() == []
+    fake.routes["GET", "/_config/admins"] = (200, {"admin": "-pbkdf2-..."})
+    assert anonymous.server_admins() == ["admin"]
+    fake.routes["GET", "/_config/admins"] = (401, {"error": "unauthorized", "reason": "You are not a server admin."})
+    assert anonymous.server_admins() is None
+    assert {request.authorization for request in fake.requests} == {""}
+
+
+def test_an_admin_is_added_with_its_password_as_couchdb_reads_it(fake: FakeCouch) -> None:
+    fake.routes["PUT", "/_config/admins/admin"] = (200, "")
+    couch.Database(fake.config().replace(couchdb_password=NO_SECRET)).add_server_admin("admin", SecretStr(PASSWORD))
+    (request,) = fake.asked("PUT")
+    assert (request.path, request.body) == ("/_config/admins/admin", PASSWORD)
+
+
+def test_an_admin_that_cannot_be_added_says_what_couchdb_answered(fake: FakeCouch) -> None:
+    fake.routes["PUT", "/_config/admins/admin"] = (400, {"error": "bad_request", "reason": "no config"})
+    with pytest.raises(CouchRefused, match="bad_request: no config"):
+        couch.Database(fake.config().replace(couchdb_password=NO_SECRET)).add_server_admin("admin", SecretStr(PASSWORD))
+
+
+@pytest.mark.parametrize(
+    ("answer", "admin"),
+    [
+        ((200, {"ok": True, "userCtx": {"name": "admin", "roles": ["_admin"]}}), True),
+        ((200, {"ok": True, "userCtx": {"name": "reader", "roles": []}}), False),
+        ((401, {"error": "unauthorized", "reason": "Name or password is incorrect."}), False),
+    ],
+)
+def test_a_server_admin_is_who_couchdbs_session_says_has_the_admin_role(
+    fake: FakeCouch, answer: Answer, admin: bool
+) -> None:
+    fake.routes["GET", "/_session"] = answer
+    assert couch.Database(fake.config()).is_server_admin() is admin
+    (request,) = fake.requests
+    assert request.authorization == "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
 
 
 def test_accuracy_sums_the_views_rows_per_version_for_all_or_one_producer(fake: FakeCouch) -> None:

@@ -19,7 +19,9 @@ from dashboard.metrics import Scrape, scrape, total
 from dashboard.readings import accuracy_table, iso, latency_summary, stored_per_second
 from dashboard.server import INERT_POLICY, Dashboard
 from iotpipe.config import Config
+from iotpipe.couch import DOCUMENT_FIELDS, document_for
 from tests.unit.test_couch_client import FakeCouch
+from tests.unit.test_wire import make_prediction
 
 METRICS_PAGE = """\
 # HELP iotpipe_bridge_records_total Records taken from iot-images, by outcome
@@ -237,3 +239,24 @@ def test_an_image_is_served_with_its_allowed_type_not_the_stored_header(
     couchdb.on("GET", "abc/image", (200, b"\x89PNG"), **{"Content-Type": "IMAGE/PNG; name=<x>"})
     response = ask(dashboard, "/images/abc")
     assert response.status == 200 and response.headers["Content-Type"] == "image/png"
+
+
+def test_each_latest_image_shows_its_stored_result_with_its_url_score_and_latency(
+    dashboard: Dashboard, couchdb: FakeCouch
+) -> None:
+    document = document_for(make_prediction(), stored_at="2026-01-01T00:00:01Z")
+    couchdb.on("POST", "_index", (200, {"result": "exists"}))
+    couchdb.on("POST", "_find", (200, {"docs": [{name: document[name] for name in DOCUMENT_FIELDS}]}))
+    with urllib.request.urlopen(f"{dashboard.url}api/latest", timeout=10) as response:
+        (tile,) = json.loads(response.read())["images"]
+    result = {name: value for name, value in make_prediction().result().items() if name != "id"}
+    assert tile == result | {
+        "id": "abc",
+        "stored_at": "2026-01-01T00:00:01Z",
+        "image_digest": document["image_digest"],
+        "url": "images/abc",
+        "score": 0.6,
+        "latency_s": pytest.approx(1.0),
+    }
+    (find,) = [request.body for request in couchdb.asked("POST") if request.path.endswith("/_find")]
+    assert find["fields"] == DOCUMENT_FIELDS

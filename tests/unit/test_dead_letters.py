@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
+from app.commands import build_parser
 from iotpipe import dead_letters
-from iotpipe.cli import build_parser
 from iotpipe.config import Config
 from iotpipe.dead_letters import (
     MAX_REPLAYS,
@@ -230,7 +230,7 @@ class FakeProducer:
 @pytest.fixture
 def producer(monkeypatch) -> FakeProducer:
     fake = FakeProducer()
-    monkeypatch.setattr(dead_letters.kafka, "producer", lambda config: fake)
+    monkeypatch.setattr(dead_letters.kafka_clients, "producer", lambda config: fake)
     return fake
 
 

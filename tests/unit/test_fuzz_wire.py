@@ -15,13 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotpipe.config import Config
-from iotpipe.wire import MAX_REASON_CHARS, ImageEvent, Prediction, WireError
-from tests.unit.test_wire import make_prediction
+from iotpipe.wire import MAX_REASON_CHARS, PREDICTION_HEADER, ImageEvent, Prediction, WireError, decode_headers
+from tests.unit.test_wire import make_prediction, version_1_record
 
 T = TypeVar("T")
 
 FUZZ = settings(max_examples=300, derandomize=True, database=None, deadline=None)
 PREDICTION_FIELDS = [field.name for field in fields(Prediction)]
+HEADER_FIELDS = [name for name in PREDICTION_FIELDS if name not in ("image", "content_type")]
 MAX_BYTES = 4096  # a small max_image_bytes, so that the limit is met often
 CLOUDEVENT_HEADERS = (
     "ce_specversion",
@@ -32,6 +33,7 @@ CLOUDEVENT_HEADERS = (
     "content-type",
     "ce_subject",
     "ce_groundtruth",
+    PREDICTION_HEADER,
 )
 
 # Any text, and often plain text with one character that the checks are about: a control, a
@@ -73,13 +75,26 @@ def real_image_record(index: int) -> tuple[bytes, list[tuple[str, bytes]]]:
     return value, headers
 
 
-def real_prediction_record(index: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+def real_prediction(index: int) -> Prediction:
     data = real_images()[index % len(real_images())]
-    prediction = make_prediction(
-        id=f"image-{index}", ground_truth=None, image=data, inferred_at="2026-01-01T00:00:00+01:00"
-    )
-    _, value, headers = prediction.to_record()
+    return make_prediction(id=f"image-{index}", ground_truth=None, image=data, inferred_at="2026-01-01T00:00:00+01:00")
+
+
+def real_prediction_record(index: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    _, value, headers = real_prediction(index).to_record()
     return value, headers
+
+
+def real_version_1_record(index: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    _, value, headers = version_1_record(real_prediction(index))
+    return value, headers
+
+
+def with_result(index: int, result: dict) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A real record whose ``ce_prediction`` header holds ``result``."""
+    value, headers = real_prediction_record(index)
+    kept = [(name, raw) for name, raw in headers if name != PREDICTION_HEADER]
+    return value, [*kept, (PREDICTION_HEADER, json.dumps(result).encode())]
 
 
 @st.composite
@@ -197,22 +212,49 @@ def test_prediction_values_of_arbitrary_json_raise_only_wire_errors(body) -> Non
 
 @FUZZ
 @given(st.integers(0, 100), st.sampled_from(PREDICTION_FIELDS), any_text | timestamps | json_values)
-def test_a_prediction_field_set_to_any_value_is_refused_or_round_trips(index, name, value) -> None:
-    body = json.loads(real_prediction_record(index)[0]) | {name: value}
+def test_a_version_1_prediction_field_set_to_any_value_is_refused_or_round_trips(index, name, value) -> None:
+    body = json.loads(real_version_1_record(index)[0]) | {name: value}
     check_prediction_value(json.dumps(body).encode())
 
 
 @FUZZ
 @given(st.integers(0, 100), st.dictionaries(any_text.filter(lambda name: name not in PREDICTION_FIELDS), json_values))
-def test_unknown_prediction_fields_of_any_value_are_ignored(index, extra_fields) -> None:
-    value = real_prediction_record(index)[0]
+def test_unknown_version_1_prediction_fields_of_any_value_are_ignored(index, extra_fields) -> None:
+    value = real_version_1_record(index)[0]
     body = json.loads(value) | extra_fields
     assert Prediction.from_value(json.dumps(body).encode()) == Prediction.from_value(value)
 
 
 @FUZZ
+@given(st.integers(0, 100), json_values)
+def test_prediction_headers_of_arbitrary_json_raise_only_wire_errors(index, result) -> None:
+    check_prediction_record(*with_result(index, result))
+
+
+@FUZZ
+@given(st.integers(0, 100), st.sampled_from(HEADER_FIELDS), any_text | timestamps | json_values)
+def test_a_prediction_header_field_set_to_any_value_is_refused_or_round_trips(index, name, value) -> None:
+    result = json.loads(decode_headers(real_prediction_record(index)[1])[PREDICTION_HEADER]) | {name: value}
+    check_prediction_record(*with_result(index, result))
+
+
+@FUZZ
+@given(st.integers(0, 100), st.dictionaries(any_text.filter(lambda name: name not in HEADER_FIELDS), json_values))
+def test_unknown_prediction_header_fields_of_any_value_are_ignored(index, extra_fields) -> None:
+    value, headers = real_prediction_record(index)
+    result = json.loads(decode_headers(headers)[PREDICTION_HEADER]) | extra_fields
+    assert Prediction.from_record(*with_result(index, result)) == Prediction.from_record(value, headers)
+
+
+@FUZZ
 @given(mutated_records(real_prediction_record))
 def test_mutated_real_prediction_records_raise_only_wire_errors_and_what_is_accepted_round_trips(record) -> None:
+    check_prediction_record(*record)
+
+
+@FUZZ
+@given(mutated_records(real_version_1_record))
+def test_mutated_version_1_prediction_records_raise_only_wire_errors_and_what_is_accepted_round_trips(record) -> None:
     check_prediction_record(*record)
 
 

@@ -16,7 +16,8 @@ from handlers.cifar10 import Cifar10Classifier
 from handlers.images import MAX_REASON_CHARS, MAX_SIDE, SIDE, BadImage, decode, preprocess_bytes
 from handlers.resnet import CLASSES, load_checkpoint
 from iotpipe.config import Config
-from stack.models import checkpoint_path
+from iotpipe.image_types import PILLOW_FORMATS
+from model_archives import checkpoint_path
 
 CONFIG = Config.load()
 
@@ -64,6 +65,10 @@ def test_label_is_the_offline_label_of_the_same_checkpoint(handler, cat_jpeg) ->
     with torch.inference_mode():
         offline = CLASSES[int(model(preprocess_bytes(cat_jpeg)[None]).argmax())]
     assert classify(handler, [{"body": cat_jpeg}])[0][0]["label"] == offline
+
+
+def test_the_handler_decodes_exactly_the_image_types_the_wire_format_accepts() -> None:
+    assert images.ACCEPTED_FORMATS == PILLOW_FORMATS, "handlers/images.py's copy of iotpipe.image_types differs"
 
 
 @pytest.mark.parametrize(("data", "reason"), [(b"", "empty"), (b"GIF89a....", "not a JPEG or PNG")])

@@ -5,7 +5,7 @@ import torch
 
 from handlers.resnet import BLOCKS_PER_STAGE, CifarResNet, load_checkpoint
 from iotpipe.config import Config
-from stack.models import CHECKPOINTS, checkpoint_path, sha256_prefix
+from model_archives import CHECKPOINTS, checkpoint_path, sha256_prefix
 
 CONFIG = Config.load()
 

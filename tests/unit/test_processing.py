@@ -52,9 +52,24 @@ class FakeConsumer:
         self.polls_while_paused = 0
         self.max_poll = max_poll
         self.on_poll: Callable[[], None] = lambda: None
+        self.polls_before_join = 0  # polls that return nothing while the group forms
+        self.listener = None
+
+    def subscription(self) -> set[str]:
+        return {TOPIC}
+
+    def subscribe(self, topics=(), listener=None) -> None:
+        assert list(topics) == [TOPIC]
+        self.listener = listener
 
     def poll(self, timeout_ms: int = 0) -> dict:
         self.on_poll()
+        if self.polls_before_join:
+            self.polls_before_join -= 1
+            return {}
+        if self.listener is not None:  # the join completes in this poll, as kafka-python's does
+            self.listener.on_partitions_assigned(self.assignment())
+            self.listener = None
         if self.paused_partitions:
             self.polls_while_paused += 1
         batch = {}
@@ -111,6 +126,15 @@ class FakeProducer:
     refuse: Callable[[str, bytes | None], Exception | None] = lambda topic, value: None
     synchronous: bool = False  # refuse in send() itself, as kafka-python does past max_request_size
     acknowledged: list[tuple[str, bytes | None, list]] = field(default_factory=list)
+    metadata_outages_left: int = 0
+    known_topics: set[str] = field(default_factory=set)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        if self.metadata_outages_left:
+            self.metadata_outages_left -= 1
+            raise KafkaTimeoutError("no metadata: broker away")
+        self.known_topics.add(topic)
+        return {0}
 
     def send(self, topic, key=None, value=None, headers=None) -> FakeFuture:
         error = self.refuse(topic, value)
@@ -133,6 +157,7 @@ class FakeHandler:
     service = "fake"
     stage = "work"
     dead_letter_topic = DLQ
+    output_topics = (OUT,)
 
     def __init__(self) -> None:
         self.outages_left = 0  # the next calls of process raise Outage
@@ -140,6 +165,7 @@ class FakeHandler:
         self.check_outages_left = 0
         self.batches: list[list[bytes]] = []
         self.checks = 0
+        self.warm_ups = 0
 
     def decode(self, record: ConsumerRecord) -> bytes:
         if record.value.startswith(b"bad"):
@@ -166,6 +192,10 @@ class FakeHandler:
         if self.check_outages_left:
             self.check_outages_left -= 1
             raise Outage("the server", "unhealthy")
+
+    def warm_up(self) -> None:
+        self.check()
+        self.warm_ups += 1
 
 
 def run_until_drained(consumer: FakeConsumer, producer: FakeProducer, handler: FakeHandler, **kwargs) -> ProcessingLoop:
@@ -347,3 +377,20 @@ def test_files_left_by_an_earlier_process_do_not_make_this_one_look_ready_or_wai
     run_until_drained(consumer, producer, handler, ready_file=ready)
     assert seen_at_first_check[0] is False
     assert ready.read_text() != "written by the process before this one"
+
+
+def test_ready_only_once_warm_the_output_topics_known_and_the_group_joined(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    consumer, producer, handler = FakeConsumer({0: [b"a"]}), FakeProducer(metadata_outages_left=2), FakeHandler()
+    consumer.polls_before_join, handler.check_outages_left = 3, 2  # the server, then Kafka, then the group
+    seen: list[tuple[bool, int, set[str], bool]] = []
+
+    def look() -> None:
+        seen.append((ready.exists(), handler.warm_ups, set(producer.known_topics), consumer.listener is None))
+
+    consumer.on_poll = look
+    run_until_drained(consumer, producer, handler, ready_file=ready)
+    assert ready.exists()
+    first_ready = next(index for index, (is_ready, *_) in enumerate(seen) if is_ready)
+    assert seen[first_ready][1:] == (1, {OUT, DLQ}, True), "ready before warm, before metadata or before the join"
+    assert first_ready >= 3  # the polls while the group formed did not make it ready

@@ -142,11 +142,12 @@ def test_the_stack_restarts_a_crashed_component_once_and_counts_it_but_not_one_s
 
     stack = Stack(Config(state_dir=tmp_path))
     started = []
-    stack._starters["kafka"] = lambda: started.append("kafka")
-    stack.kafka.pid_file.parent.mkdir()
-    stack.kafka.pid_file.write_text(str(unreaped_child))
+    stack.kafka.start = lambda: started.append("kafka")
+    kafka = stack.kafka.process
+    kafka.pid_file.parent.mkdir()
+    kafka.pid_file.write_text(str(unreaped_child))
     assert stack.restart("kafka")
-    assert (started, stack.kafka.restarts()) == (["kafka"], 1)
-    stack.kafka.stop()  # on purpose: the pid file goes, and the count with it
+    assert (started, kafka.restarts()) == (["kafka"], 1)
+    kafka.stop()  # on purpose: the pid file goes, and the count with it
     assert not stack.restart("kafka")
-    assert (started, stack.kafka.restarts()) == (["kafka"], 0)
+    assert (started, kafka.restarts()) == (["kafka"], 0)

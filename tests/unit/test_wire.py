@@ -1,5 +1,7 @@
+import base64
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
+from types import SimpleNamespace
 
 import pytest
 from kafka.record.default_records import DefaultRecordBatchBuilder
@@ -12,6 +14,7 @@ from iotpipe.wire import (
     MAX_REASON_CHARS,
     MAX_SCORES,
     MAX_TEXT_CHARS,
+    PREDICTION_HEADER,
     REASON_HEADER,
     STAGE_HEADER,
     ImageEvent,
@@ -45,6 +48,22 @@ def make_prediction(**changes) -> Prediction:
     return Prediction(**(fields | changes))
 
 
+def version_1_record(prediction: Prediction) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """What an older bridge wrote: the whole prediction as a JSON value, the image in base64."""
+    body = {f.name: getattr(prediction, f.name) for f in fields(prediction)}
+    body["image"] = base64.b64encode(prediction.image).decode()
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", prediction.id.encode()),
+        ("ce_source", b"iotpipe-bridge"),
+        ("ce_type", b"org.iotpipe.prediction.v1"),
+        ("ce_time", prediction.inferred_at.encode()),
+        ("content-type", b"application/json"),
+    ]
+    value = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return prediction.producer_id.encode(), value, headers
+
+
 def image_record(**changes) -> tuple[bytes, list[tuple[str, bytes]]]:
     _, value, headers = ImageEvent(**({"source": "camera-1", "data": b"\xff\xd8..."} | changes)).to_record()
     return value, headers
@@ -68,6 +87,15 @@ def test_image_event_is_a_binary_mode_cloudevent_keyed_by_producer() -> None:
     assert attributes["content-type"] == "image/jpeg"
     assert attributes["ce_groundtruth"] == "cat"
     assert ImageEvent.from_record(value, headers) == event
+
+
+def test_a_prediction_answers_its_image_event_with_the_model_servers_label() -> None:
+    event = ImageEvent(source="camera-1", data=b"\xff\xd8jpeg", id="abc", time="2026-01-01T00:00:00.000000Z")
+    event = replace(event, subject="cat/0001.jpg", ground_truth="cat")
+    scores = {"dog": 0.6, "cat": 0.3, "frog": 0.1}
+    answer = SimpleNamespace(label="dog", scores=scores, model="cifar10-resnet", model_version="20.1")
+    received, inferred = "2026-01-01T00:00:00.010000Z", "2026-01-01T00:00:00.020000Z"
+    assert Prediction.answering(event, answer, received, inferred) == make_prediction()
 
 
 def test_unknown_ground_truth_is_left_out_of_the_headers() -> None:
@@ -183,12 +211,19 @@ def test_a_cameras_own_headers_are_not_read_but_cloudevents_ones_must_be_utf8() 
         ImageEvent.from_record(value, [*headers, ("ce_subject", b"\xff")])
 
 
-def test_prediction_round_trips_through_json_with_the_image() -> None:
+def test_prediction_is_a_binary_mode_cloudevent_whose_value_is_the_image_as_it_came() -> None:
     prediction = make_prediction()
     key, value, headers = prediction.to_record()
-    assert key == b"camera-1"
-    assert json.loads(value)["label"] == "dog"
-    assert decode_headers(headers)["ce_id"] == "abc"
+    attributes = decode_headers(headers)
+    assert (key, value) == (b"camera-1", b"\xff\xd8jpeg")  # no base64, no JSON around the image
+    assert (attributes["ce_id"], attributes["content-type"]) == ("abc", "image/jpeg")
+    assert json.loads(attributes[PREDICTION_HEADER])["label"] == "dog"
+    assert Prediction.from_record(value, headers) == prediction
+
+
+def test_a_version_1_prediction_from_an_older_bridge_is_still_read() -> None:
+    prediction = make_prediction()
+    _, value, headers = version_1_record(prediction)
     assert Prediction.from_value(value) == prediction
     assert Prediction.from_record(value, headers) == prediction
 
@@ -200,14 +235,52 @@ def test_malformed_prediction_is_a_wire_error(value: bytes) -> None:
 
 
 def prediction_body(**changes) -> bytes:
-    body = json.loads(make_prediction().to_record()[1])
+    """A version 1 value, changed."""
+    body = json.loads(version_1_record(make_prediction())[1])
     return json.dumps(body | changes).encode()
+
+
+def with_result(**changes) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A version 2 record whose ``ce_prediction`` header is changed (a value of ... removes the field)."""
+    _, value, headers = make_prediction().to_record()
+    result = json.loads(decode_headers(headers)[PREDICTION_HEADER]) | changes
+    result = {name: field for name, field in result.items() if field is not ...}
+    return value, with_header(headers, PREDICTION_HEADER, json.dumps(result).encode())
 
 
 @pytest.mark.parametrize("name", [f.name for f in fields(Prediction)])
 def test_every_prediction_field_is_type_checked(name: str) -> None:
     with pytest.raises(WireError, match=f"prediction field {name} "):
         Prediction.from_value(prediction_body(**{name: [1]}))
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Prediction) if f.name not in ("image", "content_type")])
+def test_every_field_of_the_prediction_header_is_type_checked(name: str) -> None:
+    with pytest.raises(WireError, match=f"prediction field {name} "):
+        Prediction.from_record(*with_result(**{name: [1]}))
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"", "header ce_prediction is not JSON"),
+        (b"[1]", "header ce_prediction is a JSON list"),
+        (b'{"id": "abc"}', "missing field"),
+        (b"\xff", "ce_prediction is not UTF-8"),
+    ],
+)
+def test_a_malformed_prediction_header_is_a_wire_error(header: bytes, reason: str) -> None:
+    _, value, headers = make_prediction().to_record()
+    with pytest.raises(WireError, match=reason):
+        Prediction.from_record(value, with_header(headers, PREDICTION_HEADER, header))
+
+
+def test_a_prediction_record_without_its_result_header_or_image_is_refused() -> None:
+    _, value, headers = make_prediction().to_record()
+    with pytest.raises(WireError, match="missing CloudEvents header ce_prediction"):
+        Prediction.from_record(value, [(name, v) for name, v in headers if name != PREDICTION_HEADER])
+    with pytest.raises(WireError, match="empty value"):
+        Prediction.from_record(b"", headers)
 
 
 @pytest.mark.parametrize(
@@ -241,16 +314,23 @@ def test_non_finite_scores_are_refused() -> None:
 
 def test_unknown_prediction_fields_are_ignored_so_a_newer_bridge_can_add_one() -> None:
     assert Prediction.from_value(prediction_body(added_by_a_newer_bridge={"x": 1})) == make_prediction()
+    assert Prediction.from_record(*with_result(added_by_a_newer_bridge={"x": 1})) == make_prediction()
 
 
 def test_absent_subject_and_ground_truth_travel_as_null() -> None:
     prediction = make_prediction(subject=None, ground_truth=None)
-    assert Prediction.from_value(prediction.to_record()[1]) == prediction
+    assert Prediction.from_record(*prediction.to_record()[1:]) == prediction
 
 
-def test_a_prediction_record_needs_its_cloudevents_headers() -> None:
-    _, value, headers = make_prediction().to_record()
-    for name, wrong in (("ce_type", b"org.iotpipe.image.v1"), ("content-type", b"text/plain"), ("ce_id", b"other")):
+@pytest.mark.parametrize(
+    ("encode", "wrong_type"),  # each version's content type is its own
+    [(Prediction.to_record, b"application/json"), (version_1_record, b"image/jpeg")],
+    ids=["version 2", "version 1"],
+)
+def test_a_prediction_record_needs_its_cloudevents_headers(encode, wrong_type: bytes) -> None:
+    _, value, headers = encode(make_prediction())
+    cases = [("ce_type", b"org.iotpipe.image.v1"), ("content-type", b"text/plain"), ("content-type", wrong_type)]
+    for name, wrong in [*cases, ("ce_id", b"other")]:
         with pytest.raises(WireError, match=name):
             Prediction.from_record(value, with_header(headers, name, wrong))
 
@@ -302,10 +382,10 @@ def test_any_image_accepted_on_iot_images_fits_its_prediction_record(max_request
         content_type="image/jpeg",
         image=b"\xff" * max_image_bytes(max_request_size),
     )
-    key, value, headers = prediction.to_record()
-    assert Prediction.from_record(value, headers) == prediction  # every field at its cap is accepted
-    record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)  # as KafkaProducer checks
-    assert record_size <= input_record_limit(max_request_size)
+    for key, value, headers in (prediction.to_record(), version_1_record(prediction)):  # a rollback writes v1
+        assert Prediction.from_record(value, headers) == prediction  # every field at its cap is accepted
+        record_size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)  # as KafkaProducer checks
+        assert record_size <= input_record_limit(max_request_size)
 
 
 def test_dead_letter_headers_keep_every_original_and_replace_an_earlier_context() -> None:
@@ -321,7 +401,7 @@ def test_dead_letter_headers_keep_every_original_and_replace_an_earlier_context(
 def test_partition_of_matches_the_producers_default_partitioner() -> None:
     from kafka.partitioner.default import DefaultPartitioner
 
-    from iotpipe.kafka import partition_of
+    from iotpipe.kafka_clients import partition_of
 
     cluster = type("Cluster", (), {"topics": lambda self: {"t"}, "partitions_for_topic": lambda self, t: {0, 1, 2}})
     cluster.available_partitions_for_topic = lambda self, t: {0, 1, 2}

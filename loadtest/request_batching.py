@@ -4,7 +4,7 @@ Sends the same images through the bridge's own ``TorchServeClient`` in micro-bat
 bridge does, once for each ``images_per_request``, and prints images/s and the latency of a
 micro-batch. Needs the running stack (``iotpipe up``).
 
-    python -m bridges.request_batching --images 512 --micro-batch 32 --per-request 1,4,16,32
+    python -m loadtest.request_batching --images 512 --micro-batch 32 --per-request 1,4,16,32
 """
 
 from __future__ import annotations

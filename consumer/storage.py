@@ -1,6 +1,6 @@
 """Stores every prediction in CouchDB with its image, in bulk, exactly one document per image.
 
-The consumer is the ``Storage`` handler over the shared processing loop (iotpipe.processing).
+The ``StorageService`` runs the ``Storage`` handler over the shared processing loop (iotpipe.processing).
 Each poll of ``iot-predictions`` becomes one ``_bulk_docs`` request. The document id is the image
 id, so a result delivered twice (after a crash before the commit) meets the stored document and
 stays as it is; the same id with a *different* image is a conflict and is dead-lettered, as is a
@@ -11,17 +11,15 @@ out; a bulk write refused as a whole is split until the refused document is foun
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
-from iotpipe import couch, kafka
+from iotpipe import couch
 from iotpipe.config import Config
-from iotpipe.processing import BatchFailed, Failure, Item, Outage, Processed, ProcessingLoop, export_metrics
+from iotpipe.processing import BatchFailed, Failure, Item, Outage, Processed, Service, export_metrics
 from iotpipe.service import serve_metrics
 from iotpipe.wire import Prediction, parse_time
 
@@ -45,35 +43,15 @@ export_metrics("consumer", "store", dependencies=["CouchDB"])
 SETTLED = (couch.Outcome.STORED, couch.Outcome.ALREADY_STORED)
 
 
-class Consumer:
-    def __init__(self, config: Config, ready_file: Path | None = None) -> None:
-        self.config = config
-        self.ready_file = ready_file
-        self.stopping = threading.Event()
+class StorageService(Service):
+    """``iotpipe consumer``: iot-predictions -> CouchDB until ``stopping`` is set."""
 
     def run(self) -> None:
-        serve_metrics(self.config.consumer_metrics_port, self.config.metrics_bind_address)
-        storage = Storage(self.config)
         config = self.config
-        topic, group = config.predictions_topic, config.consumer_group_id
-        consumer = kafka.connected(lambda: kafka.consumer(config, topic, group_id=group), config, self.stopping)
-        producer = kafka.connected(lambda: kafka.producer(config), config, self.stopping)
-        log.info("consumer storing %s into %s", self.config.predictions_topic, self.config.couchdb_database)
-        loop = ProcessingLoop(
-            self.config,
-            consumer,
-            producer,
-            storage,
-            self.stopping,
-            ready_file=self.ready_file,
-            lag=LAG,
-            dead_lettered=DOCUMENTS.labels("dead_letter").inc,
-        )
-        try:
-            loop.run()
-        finally:
-            producer.close()
-            consumer.close()
+        serve_metrics(config.consumer_metrics_port, config.metrics_bind_address)
+        log.info("consumer storing %s into %s", config.predictions_topic, config.couchdb_database)
+        dead_lettered = DOCUMENTS.labels("dead_letter").inc
+        self.serve(config.predictions_topic, config.consumer_group_id, Storage(config), LAG, dead_lettered)
 
 
 class Storage:
@@ -85,6 +63,7 @@ class Storage:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.dead_letter_topic = config.predictions_dead_letter_topic
+        self.output_topics = ()
         self.db = couch.Database(config)
 
     def decode(self, record: ConsumerRecord) -> Prediction:
@@ -122,3 +101,7 @@ class Storage:
                 couch.database(self.config, create=True)
         except couch.CouchError as error:
             raise Outage("CouchDB", str(error)) from None
+
+    def warm_up(self) -> None:
+        """``check`` opens the session (and its connection) that the first bulk write uses."""
+        self.check()

@@ -1,4 +1,8 @@
-"""Checkpoints and the TorchServe model archives (.mar) built from them into model-store/."""
+"""Checkpoints and the TorchServe model archives (.mar) built from them into model-store/.
+
+Used by `iotpipe up` (stack/), `iotpipe models`, the load test and the tests; it needs only the
+shared package and the handler it archives (handlers/).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from PIL import Image
 
 from iotpipe.config import Config
 from iotpipe.torchserve import ManagementClient, bearer
-from stack.process import StackError
 
 HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
 CHECKPOINTS = {
@@ -31,6 +34,10 @@ CHECKPOINT_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master
 BUILD = 2
 MANIFEST = "MAR-INF/MANIFEST.json"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+class ArchiveError(RuntimeError):
+    """A checkpoint or an archive that cannot be had or built; the message says what to do."""
 
 
 def model_version(arch: str) -> str:
@@ -47,7 +54,7 @@ def arch_of_version(version: str) -> str:
     arch = f"resnet{version.split('.')[0]}"
     if arch not in CHECKPOINTS:
         known = ", ".join(model_version(a) for a in CHECKPOINTS)
-        raise StackError(f"version {version!r} names no known model; versions are <depth>.<build>, e.g. {known}")
+        raise ArchiveError(f"version {version!r} names no known model; versions are <depth>.<build>, e.g. {known}")
     return arch
 
 
@@ -56,7 +63,7 @@ def register_version(config: Config, name: str, version: str) -> None:
     archive = config.model_store / f"{name}-{version}.mar"
     if not archive.exists():
         if name != config.model_name:
-            raise StackError(f"{archive} does not exist; put the archive of {name} {version} in {config.model_store}")
+            raise ArchiveError(f"{archive} does not exist; put the archive of {name} {version} in {config.model_store}")
         build_archive(config, arch_of_version(version))
     ManagementClient(config).register(archive.name)
     warm_up(config, name, version)
@@ -69,13 +76,13 @@ def warm_up(config: Config, name: str, version: str) -> None:
     url = f"{config.inference_url}/predictions/{name}/{version}"
     response = requests.post(url, data=image.getvalue(), headers=bearer(config.key_file, "inference"), timeout=60)
     if not response.ok:
-        raise StackError(f"warm-up of {name} {version} failed ({response.status_code}): {response.text[:300]}")
+        raise ArchiveError(f"warm-up of {name} {version} failed ({response.status_code}): {response.text[:300]}")
 
 
 def checkpoint_path(config: Config, arch: str) -> Path:
     """The checkpoint of ``arch`` from IOTPIPE_MODELS_DIR, or downloaded with its sha256 checked."""
     if arch not in CHECKPOINTS:
-        raise StackError(f"unknown model {arch!r}; choose one of {', '.join(CHECKPOINTS)}")
+        raise ArchiveError(f"unknown model {arch!r}; choose one of {', '.join(CHECKPOINTS)}")
     filename = CHECKPOINTS[arch]
     local = config.models_dir / filename
     if local.is_file():
@@ -94,7 +101,7 @@ def _download(url: str, target: Path, config: Config) -> None:
     try:
         download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=True)
     except Exception as error:
-        raise StackError(
+        raise ArchiveError(
             f"checkpoint {target.name} is not in {config.models_dir} and could not be downloaded from "
             f"{url} ({error}); set IOTPIPE_MODELS_DIR to a folder holding the CIFAR-10 ResNet checkpoints"
         ) from None
@@ -126,7 +133,7 @@ def build_archive(config: Config, arch: str, force: bool = False) -> Path:
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            raise StackError(f"torch-model-archiver failed for {arch}:\n{result.stderr[-2000:]}")
+            raise ArchiveError(f"torch-model-archiver failed for {arch}:\n{result.stderr[-2000:]}")
         config.model_store.mkdir(parents=True, exist_ok=True)
         normalize_archive(staging / f"{config.model_name}.mar", target)
     return target

@@ -1,0 +1,1 @@
+"""Model servers other than TorchServe, serving the same checkpoints with handlers/' preprocessing."""

@@ -1,0 +1,144 @@
+"""The pipeline on MLServer (IOTPIPE_MODEL_SERVER=mlserver): the same labels and dead letters as on TorchServe.
+
+The session's Kafka and CouchDB carry the images; the bridge talks to MLServer, which serves every
+checkpoint as a version, pinned to resnet20 with half of the images routed to the resnet56 canary
+through ``/v2/models/<model>/versions/<v>/infer``. When the session's stack already runs MLServer,
+it is used; otherwise one is started beside TorchServe on ports of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+
+import pytest
+
+from bridges import Bridge, OpenInferenceClient
+from handlers.images import BadImage, preprocess_bytes
+from iotpipe import kafka_clients
+from iotpipe.config import Config
+from iotpipe.mlserver import served_versions
+from iotpipe.processing import Outage
+from iotpipe.wire import ImageEvent
+from model_archives import model_version
+from producer import Producer
+from stack import Stack
+from stack.mlserver import MLServer
+from tests.conftest import PORT
+from tests.integration.helpers import dead_letters, unique_producer_id, wait_for_documents
+from tests.integration.test_models import offline_label
+
+PINNED = model_version("resnet20")
+CANARY = model_version("resnet56")
+SHARE = 0.5
+
+
+@pytest.fixture(scope="module")
+def mlserver(stack: Config):
+    """The configuration of a bridge that talks to MLServer, pinned to resnet20 with a resnet56 canary."""
+    config = stack.replace(
+        model_server="mlserver",
+        inference_protocol="open-inference",
+        model_version=PINNED,
+        canary_version=CANARY,
+        canary_share=SHARE,
+        bridge_metrics_port=0,
+    )
+    if stack.model_server == "mlserver":
+        yield config
+        return
+    config = config.replace(
+        inference_url=f"http://127.0.0.1:{PORT + 8090}",
+        metrics_url=f"http://127.0.0.1:{PORT + 8092}",
+        grpc_inference_port=PORT + 7090,
+    )
+    server = MLServer(config)
+    server.start()
+    try:
+        yield config
+    finally:
+        server.process.stop()
+
+
+@pytest.fixture(scope="module")
+def bridge(stack: Config, mlserver: Config):
+    """The stack's bridge replaced by one that talks to MLServer, for this module."""
+    stack_bridge = Stack(stack).bridge
+    stack_bridge.process.stop()
+    bridge = Bridge(mlserver)
+    running = threading.Thread(target=bridge.run)
+    running.start()
+    try:
+        yield bridge
+    finally:
+        bridge.stopping.set()
+        running.join(timeout=30)
+        stack_bridge.start()
+
+
+def reason_of(data: bytes) -> str:
+    """What handlers/ says of an image it cannot decode, on TorchServe as on MLServer."""
+    with pytest.raises(BadImage) as refused:
+        preprocess_bytes(data)
+    return str(refused.value)
+
+
+def test_mlserver_serves_every_checkpoint_as_a_version_of_one_model(mlserver: Config) -> None:
+    versions = served_versions(mlserver)
+    assert [(v.name, v.version, v.state) for v in versions] == [
+        (mlserver.model_name, model_version(arch), "READY") for arch in ("resnet20", "resnet32", "resnet44", "resnet56")
+    ]
+    assert [v.version for v in versions if v.is_default] == [CANARY], "MLServer's default is its newest version"
+
+
+def test_every_image_is_stored_once_with_its_versions_offline_label(stack: Config, mlserver: Config, bridge, images):
+    chosen = images[3::50]  # 200 images
+    producer_id = unique_producer_id("mlserver")
+    report = Producer(stack, chosen, producer_id=producer_id, count=len(chosen), rate=100, timeout_s=120).run()
+    assert (report.sent, report.lost) == (len(chosen), 0)
+
+    documents = wait_for_documents(stack, producer_id, expected=len(chosen))
+    assert len(documents) == len({d["subject"] for d in documents}) == len(chosen), "an image stored twice or lost"
+    routed = {d["_id"]: CANARY if zlib.crc32(d["_id"].encode()) / 2**32 < SHARE else PINNED for d in documents}
+    assert {d["_id"]: d["model_version"] for d in documents} == routed, "an image answered by the wrong version"
+    assert set(routed.values()) == {PINNED, CANARY}
+    files = {image.name: image for image in chosen}
+    disagreements = {
+        d["subject"]: (d["label"], expected)
+        for d in documents
+        if d["label"] != (expected := offline_label(stack, d["model_version"], files[d["subject"]].read()))
+    }
+    assert disagreements == {}, f"MLServer's label != the checkpoint's offline label for {disagreements}"
+
+
+def test_bad_images_are_dead_lettered_with_the_reasons_torchserve_gives(
+    stack: Config, mlserver: Config, bridge, images
+):
+    producer_id = unique_producer_id("mlserver-dlq")
+    jpeg = images[0].read()
+    good = [ImageEvent(source=producer_id, data=image.read(), subject=image.name) for image in images[:4]]
+    bad = [
+        ImageEvent(source=producer_id, data=b"hello, I am text"),
+        ImageEvent(source=producer_id, data=jpeg[: len(jpeg) // 3]),
+    ]
+    sender = kafka_clients.producer(stack)
+    for event in [good[0], bad[0], good[1], bad[1], *good[2:]]:
+        key, value, headers = event.to_record()
+        sender.send(stack.images_topic, key=key, value=value, headers=headers)
+    sender.flush()
+    sender.close()
+
+    reasons = dead_letters(stack, stack.dead_letter_topic, {event.id for event in bad})
+    assert reasons == {event.id: reason_of(event.data) for event in bad}, "TorchServe's handler gives these reasons"
+    documents = wait_for_documents(stack, producer_id, expected=len(good))
+    assert sorted(d["_id"] for d in documents) == sorted(event.id for event in good)
+
+
+def test_an_unknown_version_is_waited_for_with_a_message_naming_it(mlserver: Config) -> None:
+    client = OpenInferenceClient(mlserver)
+    try:
+        with pytest.raises(Outage, match=re.escape("versions/99.9/infer has no such model or version")):
+            client.predict([ImageEvent(source="probe", data=b"x")], "99.9")
+    finally:
+        client.close()
