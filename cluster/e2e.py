@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -43,7 +44,6 @@ NAMESPACE = "iotpipe"
 CAMERAS = 5
 RESULTS_DIR = ROOT / "results" / "k8s" / f"producers-{CAMERAS}"
 DATABASE = "iot_results"
-COUCHDB_LOCAL_PORT = 15984
 # Pods deleted during the run, in this order, each once the stored count has grown since the last one.
 VICTIMS = (
     ("Kafka broker", "app.kubernetes.io/name=kafka"),
@@ -161,6 +161,10 @@ class Couch:
         user, password = (base64.b64decode(secret["data"][key]).decode() for key in ("username", "password"))
         self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.forward: subprocess.Popen | None = None
+        # A port nobody listens on (a fixed one once met the test stack's CouchDB, which answered 401).
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.local_port = probe.getsockname()[1]
 
     def __enter__(self) -> Couch:
         self._forward()
@@ -176,7 +180,7 @@ class Couch:
         if self.forward and self.forward.poll() is None:
             return
         command = [str(self.cluster.config.binary("kubectl")), f"--kubeconfig={self.cluster.config.kubeconfig}"]
-        command += ["-n", NAMESPACE, "port-forward", "svc/couchdb", f"{COUCHDB_LOCAL_PORT}:5984"]
+        command += ["-n", NAMESPACE, "port-forward", "svc/couchdb", f"{self.local_port}:5984"]
         self.forward = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)
 
@@ -184,7 +188,7 @@ class Couch:
         for attempt in range(10):
             self._forward()
             request = urllib.request.Request(
-                f"http://127.0.0.1:{COUCHDB_LOCAL_PORT}/{path}", headers={"Authorization": self.authorization}
+                f"http://127.0.0.1:{self.local_port}/{path}", headers={"Authorization": self.authorization}
             )
             try:
                 with urllib.request.urlopen(request, timeout=60) as response:
