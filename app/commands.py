@@ -11,10 +11,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from app.dead_letters import register as register_dead_letters
 from dashboard.cli import register as register_dashboard
 from iotpipe.cli import add_command
 from iotpipe.config import MODEL_ARCHS, Config
-from iotpipe.dead_letters_cli import register as register_dead_letters
 from iotpipe.service import configure_logging, serve_metrics, stop_on_signals
 from loadtest.cli import register as register_loadtest
 

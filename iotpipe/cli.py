@@ -1,6 +1,6 @@
 """How a command of ``iotpipe`` is declared; the application that gathers the commands is ``app``.
 
-The packages that bring their own commands (dashboard/, loadtest/, iotpipe.dead_letters_cli) declare
+The packages that bring their own commands (dashboard/, loadtest/, app.dead_letters) declare
 them with ``add_command`` in their ``register(commands)``, so that every command takes ``-v`` and is
 called the same way, without importing the application above them.
 """

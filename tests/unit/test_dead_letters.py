@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
 from app.commands import build_parser
+from app.dead_letters import printable, report, since, table
 from iotpipe import dead_letters
 from iotpipe.config import Config
 from iotpipe.dead_letters import (
@@ -24,7 +25,6 @@ from iotpipe.dead_letters import (
     select,
     summarize,
 )
-from iotpipe.dead_letters_cli import printable, report, since, table
 from iotpipe.wire import (
     ATTEMPTS_HEADER,
     DEAD_LETTER_PREFIX,
