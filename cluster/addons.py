@@ -16,12 +16,11 @@ import io
 import json
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.build import Builder, run_logged
+from cluster.build import Builder, run_logged, run_missing
 from cluster.config import KEDA_VERSION, METRICS_SERVER_VERSION, ClusterConfig
 
 IMAGE_PREFIX = "localhost/iotpipe-cluster"
@@ -166,16 +165,7 @@ class AddonBuilder:
         """Build what is missing; returns the seconds each step took."""
         self.config.bin_dir.mkdir(parents=True, exist_ok=True)
         self.config.images_dir.mkdir(parents=True, exist_ok=True)
-        timings: dict[str, float] = {}
-        for name, done, step in self.steps():
-            if done():
-                continue
-            print(f"building {name} (log: {self.log})", flush=True)
-            started = time.monotonic()
-            step()
-            timings[name] = round(time.monotonic() - started, 1)
-            print(f"built {name} in {timings[name]} s", flush=True)
-        return timings
+        return run_missing(self.steps(), self.log)
 
     def build_metrics_server(self) -> None:
         module, version = METRICS_SERVER.module.split("@")

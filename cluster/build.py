@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cluster.config import (
@@ -66,6 +66,23 @@ def install_debian_packages(log: Path) -> None:
     run_logged(["apt-get", "install", "-y", "-qq", "-o", "DPkg::Lock::Timeout=600", *missing], log, env)
 
 
+Step = tuple[str, Callable[[], bool], Callable[[], None]]  # name, whether its output exists, how to make it
+
+
+def run_missing(steps: Sequence[Step], log: Path) -> dict[str, float]:
+    """Run each step whose output is missing; returns the seconds each took."""
+    timings: dict[str, float] = {}
+    for name, done, step in steps:
+        if done():
+            continue
+        print(f"building {name} (log: {log})", flush=True)
+        started = time.monotonic()
+        step()
+        timings[name] = round(time.monotonic() - started, 1)
+        print(f"built {name} in {timings[name]} s", flush=True)
+    return timings
+
+
 class Builder:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -89,16 +106,7 @@ class Builder:
             ("pause image", lambda: self.image_tar(PAUSE_IMAGE).exists(), self.build_pause_image),
             ("tools image", lambda: self.image_tar(HELPER_IMAGE).exists(), self.build_tools_image),
         )
-        timings: dict[str, float] = {}
-        for name, done, step in steps:
-            if done():
-                continue
-            print(f"building {name} (log: {self.log})", flush=True)
-            started = time.monotonic()
-            step()
-            timings[name] = round(time.monotonic() - started, 1)
-            print(f"built {name} in {timings[name]} s", flush=True)
-        return timings
+        return run_missing(steps, self.log)
 
     # Go builds ---------------------------------------------------------------------------------------
     def go(self, args: Sequence[str], cwd: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
