@@ -15,8 +15,8 @@ by a hash of the image id, so a replay goes the same way) goes to the canary ver
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import zlib
 from collections.abc import Sequence
 
 from kafka.consumer.fetcher import ConsumerRecord
@@ -114,6 +114,14 @@ class Inference:
     def version_for(self, image_id: str) -> str | None:
         """The canary version for ``canary_share`` of the images, else the pinned (or default) one."""
         config = self.config
-        if config.canary_version and zlib.crc32(image_id.encode()) / 2**32 < config.canary_share:
+        if config.canary_version and in_canary(image_id, config.canary_share):
             return config.canary_version
         return config.model_version or None
+
+
+def in_canary(image_id: str, share: float) -> bool:
+    """Whether ``image_id`` falls in the canary's ``share``: by a hash of the id, so that a replayed image goes the
+    same way, and a cryptographic one, so that ids that differ in a digit or two still split evenly (CRC-32 of
+    a camera's sequential ids did not)."""
+    digest = hashlib.blake2b(image_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import threading
-import zlib
 
 import pytest
 
 from bridges import Bridge, OpenInferenceClient
+from bridges.bridge import in_canary
 from handlers.images import BadImage, preprocess_bytes
 from iotpipe import kafka_clients
 from iotpipe.config import Config
@@ -100,7 +100,7 @@ def test_every_image_is_stored_once_with_its_versions_offline_label(stack: Confi
 
     documents = wait_for_documents(stack, producer_id, expected=len(chosen))
     assert len(documents) == len({d["subject"] for d in documents}) == len(chosen), "an image stored twice or lost"
-    routed = {d["_id"]: CANARY if zlib.crc32(d["_id"].encode()) / 2**32 < SHARE else PINNED for d in documents}
+    routed = {d["_id"]: CANARY if in_canary(d["_id"], SHARE) else PINNED for d in documents}
     assert {d["_id"]: d["model_version"] for d in documents} == routed, "an image answered by the wrong version"
     assert set(routed.values()) == {PINNED, CANARY}
     files = {image.name: image for image in chosen}
