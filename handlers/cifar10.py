@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from handlers.images import BadImage, preprocess_bytes
+from handlers.images import batch_row
 from handlers.protocols import RequestLayout, request_images
 from handlers.resnet import CLASSES, load_checkpoint
 
@@ -90,12 +90,3 @@ class Cifar10Classifier(BaseHandler):
                 output("error", [p.get("error", "") for p in predictions]),
             ],
         }
-
-
-def batch_row(image: bytes, tensors: list[torch.Tensor]) -> int | str:
-    """Append the image's tensor and return its row, or return why it cannot be decoded."""
-    try:
-        tensors.append(preprocess_bytes(image))
-    except BadImage as error:
-        return str(error)
-    return len(tensors) - 1

@@ -77,3 +77,12 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 def preprocess_bytes(data: bytes | bytearray) -> torch.Tensor:
     return to_tensor(decode(data))
+
+
+def batch_row(image: bytes, tensors: list[torch.Tensor]) -> int | str:
+    """Append the image's tensor and return its row, or return why it cannot be decoded."""
+    try:
+        tensors.append(preprocess_bytes(image))
+    except BadImage as error:
+        return str(error)
+    return len(tensors) - 1

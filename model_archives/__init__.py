@@ -31,7 +31,7 @@ CHECKPOINTS = {
 }
 CHECKPOINT_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
 # Bump when the handler changes, so that a new archive gets a new version.
-BUILD = 2
+BUILD = 3
 MANIFEST = "MAR-INF/MANIFEST.json"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 

@@ -17,7 +17,7 @@ from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
 
-from handlers.images import BadImage, preprocess_bytes
+from handlers.images import batch_row
 from handlers.protocols import request_images
 from handlers.resnet import CLASSES, load_checkpoint
 
@@ -63,15 +63,6 @@ def top_scores(tensors: list[torch.Tensor], network: torch.nn.Module) -> torch.r
         return None
     with torch.inference_mode():
         return torch.softmax(network(torch.stack(tensors)), dim=1).topk(TOP_K, dim=1)
-
-
-def batch_row(image: bytes, tensors: list[torch.Tensor]) -> int | str:
-    """Append the image's tensor and return its row, or return why it cannot be decoded."""
-    try:
-        tensors.append(preprocess_bytes(image))
-    except BadImage as error:
-        return str(error)
-    return len(tensors) - 1
 
 
 def bytes_output(name: str, values: list[str]) -> ResponseOutput:

@@ -11,6 +11,7 @@ from mlserver.settings import ModelParameters, ModelSettings
 from mlserver.types import InferenceRequest
 
 from handlers.images import SIDE
+from model_archives import model_version
 from servers.mlserver.runtime import Cifar10Runtime
 from stack.mlserver import model_settings
 from tests.unit import test_handler
@@ -57,7 +58,7 @@ def test_good_and_bad_images_get_the_handlers_labels_scores_and_reasons_in_their
 
     answer = infer(runtime, body)
     assert outputs(answer) == outputs(expected)
-    assert (answer["model_name"], answer["model_version"]) == ("cifar10-resnet", "20.2")
+    assert (answer["model_name"], answer["model_version"]) == (CONFIG.model_name, model_version("resnet20"))
     assert [json.loads(scores) != {} for scores in outputs(answer)["scores"]].count(False) == 4
 
 
