@@ -26,6 +26,11 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 InferenceProtocol = Literal["torchserve", "open-inference"]
 ModelServer = Literal["torchserve", "mlserver"]
+# The protocols each model server speaks, its own first.
+SERVER_PROTOCOLS: dict[str, tuple[InferenceProtocol, ...]] = {
+    "torchserve": ("torchserve", "open-inference"),
+    "mlserver": ("open-inference",),
+}
 
 
 class ConfigError(ValueError):
@@ -216,11 +221,11 @@ class Config:
                 f"{maximum}={self.retry_backoff_max_s!r} is below {initial}={self.retry_backoff_initial_s!r}: "
                 f"give a maximum of at least the initial backoff"
             )
-        if self.model_server != "torchserve" and self.inference_protocol != "open-inference":
+        spoken = SERVER_PROTOCOLS.get(self.model_server, ())  # an unknown server is refused by its type already
+        if spoken and self.inference_protocol not in spoken:
             problems.append(
-                f"{variable('inference_protocol')}={self.inference_protocol!r} is TorchServe's own API, and "
-                f"{variable('model_server')}={self.model_server!r} speaks only the Open Inference Protocol: "
-                f"give {variable('inference_protocol')}=open-inference"
+                f"{variable('model_server')}={self.model_server!r} does not speak "
+                f"{variable('inference_protocol')}={self.inference_protocol!r}: give one of {', '.join(spoken)}"
             )
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

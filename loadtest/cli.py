@@ -6,9 +6,16 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 from iotpipe.cli import add_command
-from iotpipe.config import Config
+from iotpipe.config import Config, ModelServer
+
+if TYPE_CHECKING:
+    from loadtest.summary import Summary
+
+MODEL_SERVERS: tuple[str, ...] = get_args(ModelServer)
+BOTH = "both"
 
 BATCH_SIZES = "1,4,8,16,32,64"
 
@@ -32,6 +39,21 @@ def register(commands) -> None:
         "--slo-p95",
         type=duration,
         help="with --rate max: search the highest offered load whose p95 stays within this, e.g. 100ms",
+    )
+    loadtest.add_argument(
+        "--open-loop-count",
+        type=positive,
+        metavar="N",
+        help="after the paced phases, one open-loop phase (the most cameras, unpaced) of N images per camera "
+        "(default: none; with --model-server, --count)",
+    )
+    loadtest.add_argument(
+        "--model-server",
+        type=model_servers,
+        metavar="|".join((*MODEL_SERVERS, BOTH)),
+        help="restart the stack with this model server, or each in turn, and measure it into OUT/SERVER/, "
+        "with OUT/comparison.md and .png; the stack runs again afterwards if it ran before "
+        "(default: measure the running stack as it is)",
     )
     model_arch_argument(loadtest)
 
@@ -63,6 +85,15 @@ def counts(text: str) -> list[int]:
     if any(value < 1 for value in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every number must be at least 1")
     return values
+
+
+def model_servers(text: str) -> tuple[str, ...]:
+    """The model servers to measure, in order: one, or every one for 'both'."""
+    if text == BOTH:
+        return MODEL_SERVERS
+    if text in MODEL_SERVERS:
+        return (text,)
+    raise argparse.ArgumentTypeError(f"{text!r}: give {', '.join(MODEL_SERVERS)} or {BOTH}")
 
 
 def positive(text: str) -> int:
@@ -101,24 +132,56 @@ def duration(text: str) -> float:
 
 
 def cmd_loadtest(config: Config, args) -> int:
-    from loadtest.report import ceiling_line, knee_line, phase_table, search_section
-    from loadtest.run import LoadTest
+    from loadtest.report import comparison_table
+    from loadtest.run import LoadTest, new_run_id
+    from loadtest.servers import ServerComparison
 
     if args.slo_p95 is not None and args.rate > 0:
         raise SystemExit("--slo-p95 searches for the highest rate: use it with --rate max")
-    test = LoadTest(
-        config,
-        args.producers,
-        args.rate,
-        args.count,
-        args.out,
-        args.images,
-        args.timeout,
-        args.ceiling,
-        args.processes,
-        args.slo_p95,
-    )
-    summary = test.run()
+    if args.open_loop_count is not None and args.rate == 0:
+        raise SystemExit("--open-loop-count adds an unpaced phase to paced ones: with --rate max every phase is one")
+    run_id = new_run_id()  # one for every server: the same camera ids, so the same schedules
+
+    def measure(config: Config, out: Path) -> Summary:
+        return LoadTest(
+            config,
+            args.producers,
+            args.rate,
+            args.count,
+            out,
+            args.images,
+            args.timeout,
+            args.ceiling,
+            args.processes,
+            args.slo_p95,
+            open_loop_count(args),
+            run_id,
+        ).run()
+
+    if args.model_server is None:
+        summary = measure(config, args.out)
+        print_summary(summary)
+        print(f"results in {args.out}")
+        return 0 if summary.lost == 0 else 2
+    summaries = ServerComparison(config, args.model_server, measure, args.out).run()
+    for server, summary in summaries.items():
+        print(f"\n{server}:")
+        print_summary(summary)
+    print(f"\n{comparison_table(summaries)}")
+    print(f"results in {args.out}: one folder per server, comparison.md, comparison.png")
+    return 0 if all(summary.lost == 0 for summary in summaries.values()) else 2
+
+
+def open_loop_count(args) -> int | None:
+    """A comparison of paced phases measures open-loop throughput too, of --count images unless told."""
+    if args.open_loop_count is None and args.model_server is not None and args.rate > 0:
+        return args.count
+    return args.open_loop_count
+
+
+def print_summary(summary: Summary) -> None:
+    from loadtest.report import ceiling_line, knee_line, phase_table, search_section
+
     print(phase_table(summary))
     for search in summary.searches:
         print(search_section(search))
@@ -126,8 +189,6 @@ def cmd_loadtest(config: Config, args) -> int:
         print(knee_line(summary))
     if summary.ceiling is not None:
         print(f"bare-model ceiling {summary.ceiling.images_per_s:.0f} images/s. {ceiling_line(summary)}")
-    print(f"results in {args.out}")
-    return 0 if summary.lost == 0 else 2
 
 
 def cmd_bench(config: Config, args) -> None:

@@ -1,9 +1,12 @@
-"""A load test's results as files: summary.json, report.md (tables) and latency.png (two panels)."""
+"""A load test's results as files: summary.json, report.md (tables) and latency.png (two panels).
+
+Load tests of several model servers side by side (loadtest/servers.py): comparison.md and comparison.png.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loadtest.bench import Ceiling
@@ -13,7 +16,8 @@ from loadtest.stats import PERCENTILES, LatencyStats
 from loadtest.summary import KNEE_RULE, MS, Phase, SloSearch, Summary
 from producer.schedule import JITTER
 
-STAT_HEADERS = [f"p{rank} ms" for rank in PERCENTILES] + ["max ms"]
+STATS = [f"p{rank}" for rank in PERCENTILES] + ["max"]  # LatencyStats fields, as shown
+STAT_HEADERS = [f"{name} ms" for name in STATS]
 
 
 def write_report(out: Path, summary: Summary) -> None:
@@ -54,7 +58,14 @@ def setting_line(summary: Summary) -> str:
         f"{s['processes']} load-generator process(es) host the cameras, each connected and positioned before "
         f"the clock starts; each camera starts at a random phase of its interval and sends with up to "
         f"{JITTER:.0%} of it as jitter.{search_text(s['slo_p95_s'], s['rate_per_producer'])}"
+        f"{open_loop_text(s.get('open_loop_count_per_producer'))}"
     )
+
+
+def open_loop_text(count: int | None) -> str:
+    if not count:
+        return ""
+    return f" Then one open-loop phase: the most cameras send {count} images each as fast as they can."
 
 
 def search_text(slo_p95_s: float | None, rate: float | None) -> str:
@@ -153,7 +164,7 @@ def analysis_table(analyses: Sequence[Analysis]) -> str:
 
 
 def stat_cells(stats: LatencyStats) -> list[str]:
-    return [f"{value * MS:.1f}" for value in (stats.p50, stats.p90, stats.p95, stats.p99, stats.max)]
+    return [f"{getattr(stats, name) * MS:.1f}" for name in STATS]
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -182,7 +193,7 @@ def plot_latency(summary: Summary, path: Path) -> None:
 def plot_percentiles(axes, phases: Sequence[Phase]) -> None:
     """One point per phase, in the order run, labelled cameras x images/s each."""
     positions = range(len(phases))
-    for name in [f"p{rank}" for rank in PERCENTILES] + ["max"]:
+    for name in STATS:
         axes.plot(positions, [getattr(phase.stats, name) * MS for phase in phases], marker="o", label=name)
     axes.set(title="Latency percentiles", xlabel="cameras x images/s each", ylabel="latency (ms)")
     axes.set_xticks(positions, [phase.label for phase in phases], rotation=30 if len(phases) > 6 else 0)
@@ -214,3 +225,109 @@ def plot_title(summary: Summary) -> str:
         f"{rate_text(s['rate_per_producer'])}\n{p['date']}, {m['cores']} cores ({m['cpu_model']}), "
         f"commit {p['git_commit'][:12]}"
     )
+
+
+def write_comparison(out: Path, summaries: Mapping[str, Summary]) -> None:
+    """comparison.md and comparison.png of load tests that ran alike, one per server, in the order run."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(comparison_report(summaries))
+    plot_comparison(summaries, out / "comparison.png")
+
+
+def comparison_report(summaries: Mapping[str, Summary]) -> str:
+    first = first_summary(summaries)
+    sections = [
+        f"# Model servers side by side: {model_line(first)}",
+        f"{', '.join(summaries)}, one after the other on one stack, restarted with each server; the same images, "
+        f"camera ids and schedules on each. {served_text(summaries)}  \n{setting_line(first)}",
+        comparison_table(summaries),
+        COMPARISON_COLUMNS,
+        "![Latency percentiles and images/s answered by server](comparison.png)",
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def served_text(summaries: Mapping[str, Summary]) -> str:
+    protocols = [f"{server} over {summary.settings['inference_protocol']}" for server, summary in summaries.items()]
+    versions = {summary.settings["model_version_pinned"] or "the server's default" for summary in summaries.values()}
+    return f"Protocols: {', '.join(protocols)}; model version: {', '.join(sorted(versions))}."
+
+
+COMPARISON_COLUMNS = (
+    "A row per closed-rate phase (cameras x images/s each), or per phase when none was paced. "
+    "open loop img/s: the most images/s the server answered in an unpaced phase of the same run; "
+    "vs first: that over the first server's."
+)
+
+
+def comparison_table(summaries: Mapping[str, Summary]) -> str:
+    headers = ["server", "cameras x img/s", *STAT_HEADERS, "lost", "answered img/s", "open loop img/s", "vs first"]
+    first = open_loop_throughput(first_summary(summaries))
+    rows = []
+    for server, summary in summaries.items():
+        open_loop = open_loop_throughput(summary)
+        open_loop_cells = [
+            "n/a" if open_loop is None else f"{open_loop:.1f}",
+            "n/a" if open_loop is None or not first else f"{open_loop / first:.2f}",
+        ]
+        rows += [
+            [
+                server,
+                phase.label,
+                *stat_cells(phase.stats),
+                str(phase.lost),
+                f"{phase.throughput:.1f}",
+                *open_loop_cells,
+            ]
+            for phase in compared_phases(summary)
+        ]
+    return markdown_table(headers, rows)
+
+
+def first_summary(summaries: Mapping[str, Summary]) -> Summary:
+    return next(iter(summaries.values()))
+
+
+def compared_phases(summary: Summary) -> list[Phase]:
+    """The closed-rate phases, or every phase when none was paced."""
+    return [phase for phase in summary.phases if phase.offered_rate is not None] or summary.phases
+
+
+def open_loop_throughput(summary: Summary) -> float | None:
+    return max((phase.throughput for phase in summary.phases if phase.offered_rate is None), default=None)
+
+
+def plot_comparison(summaries: Mapping[str, Summary], path: Path) -> None:
+    """Left: the compared phases' percentiles, a bar per server. Right: images/s answered in every phase."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 5.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    compared = {server: compared_phases(summary) for server, summary in summaries.items()}
+    phases = compared_phases(first_summary(summaries))
+    groups = [f"{name}\n{phase.label}" if len(phases) > 1 else name for phase in phases for name in STATS]
+    latencies = {
+        server: [getattr(phase.stats, name) * MS for phase in ps for name in STATS] for server, ps in compared.items()
+    }
+    bars(left, groups, latencies)
+    left.set(title="Latency percentiles", ylabel="latency (ms)")
+    labels = [phase.label for phase in first_summary(summaries).phases]
+    throughputs = {server: [phase.throughput for phase in summary.phases] for server, summary in summaries.items()}
+    bars(right, labels, throughputs)
+    right.set(title="Images/s answered (x max: open loop)", xlabel="cameras x images/s each", ylabel="images/s")
+    figure.suptitle(f"{' vs '.join(summaries)}: {plot_title(first_summary(summaries))}")
+    figure.savefig(path, dpi=110)
+
+
+def bars(axes, groups: Sequence[str], values: Mapping[str, Sequence[float]]) -> None:
+    """Grouped bars: a group per name in ``groups``, in it a bar per series of ``values``, each bar labelled."""
+    width = 0.8 / len(values)
+    for index, (series, heights) in enumerate(values.items()):
+        positions = [group + (index - (len(values) - 1) / 2) * width for group in range(len(groups))]
+        axes.bar_label(axes.bar(positions, heights, width, label=series), fmt="%.0f", fontsize=8)
+    axes.set_xticks(range(len(groups)), groups)
+    axes.margins(y=0.25)  # room for the legend above the bars
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(title="model server", loc="upper right")

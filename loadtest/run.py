@@ -4,8 +4,11 @@ The cameras of a phase are hosted by ``processes`` load-generator processes (one
 one listener each, shared by their cameras) and send ``count`` images each at ``rate`` per second,
 open loop, so a saturated pipeline shows up as latency. With ``rate`` 0 and a p95 bound, each
 camera count searches for the highest offered load within the bound (loadtest/search.py) instead.
-After each phase the latency files and the report in ``out`` are (re)written, so a run stopped
-early keeps what it measured.
+With ``open_loop_count``, one unpaced phase follows: the largest camera count sends that many images
+each as fast as it can, for the throughput. Camera ids, and so each camera's jitter, follow from
+``run_id`` and the phase's place: two load tests with one ``run_id`` send alike. After each phase
+the latency files and the report in ``out`` are (re)written, so a run stopped early keeps what it
+measured.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class LoadTest:
         ceiling: bool = False,
         processes: int = 1,
         slo_p95_s: float | None = None,
+        open_loop_count: int | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.config = config
         self.producer_counts = producer_counts
@@ -55,11 +60,13 @@ class LoadTest:
         self.ceiling = ceiling
         self.processes = processes
         self.slo_p95_s = slo_p95_s
-        self.run_id = uuid.uuid4().hex[:8]
+        self.open_loop_count = open_loop_count
+        self.run_id = run_id or new_run_id()
         self._phase_numbers = numbered(1)
 
     def run(self) -> Summary:
-        sample = take(image_folder(self.images), self.count)
+        images = image_folder(self.images)
+        sample = take(images, self.count)
         ceiling = Bench(self.config, self.images).run() if self.ceiling else None
         summary = Summary(provenance(self.config), self.settings(), ceiling)
         for producers in self.producer_counts:
@@ -70,6 +77,9 @@ class LoadTest:
                 search = search_slo(measure, producers, self.slo_p95_s)
                 summary.phases += search.steps
                 summary.searches.append(search)
+            write_report(self.out, summary)
+        if self.open_loop_count:
+            summary.phases.append(self.phase(max(self.producer_counts), 0.0, take(images, self.open_loop_count)))
             write_report(self.out, summary)
         return summary
 
@@ -83,6 +93,10 @@ class LoadTest:
             "images": str(self.images),
             "processes": self.processes,
             "slo_p95_s": self.slo_p95_s,
+            "open_loop_count_per_producer": self.open_loop_count,
+            "model_server": self.config.model_server,
+            "inference_protocol": self.config.inference_protocol,
+            "model_version_pinned": self.config.model_version or None,
         }
 
     def phase(self, producers: int, rate: float, sample: Sequence[SourceImage]) -> Phase:
@@ -93,7 +107,7 @@ class LoadTest:
         processes = min(self.processes, producers)
         jobs = [FleetJob(self.config, cameras[first::processes], self.timeout_s) for first in range(processes)]
         label = f"{producers} camera(s) x {rate:.4g}/s" if rate > 0 else f"{producers} camera(s) unpaced"
-        with tqdm(total=producers * self.count, desc=label, unit="img") as bar:
+        with tqdm(total=producers * len(sample), desc=label, unit="img") as bar:
             results = run_fleets(jobs, bar.update)
         reports = [report for result in results for report in result.reports]
         if not any(report.answered for report in reports):
@@ -106,3 +120,7 @@ class LoadTest:
             write_latencies(self.out / f"latency_p{producers}_{report.producer_id}.txt", report.latencies)
         loadgen_cpu_s = sum(result.cpu_s for result in results)
         return Phase.from_reports(producers, rate, reports, loadgen_cpu_s, processes)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:8]

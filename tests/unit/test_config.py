@@ -13,14 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridges.clients import PROTOCOLS
-from iotpipe.config import HINTS, MODEL_ARCHS, Config, ConfigError, SecretStr, variable
+from iotpipe.config import HINTS, MODEL_ARCHS, SERVER_PROTOCOLS, Config, ConfigError, SecretStr, variable
 from model_archives import CHECKPOINTS
 
 PASSWORD = "s3cret-Pa55word"
 
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 valid_settings = st.fixed_dictionaries(
-    {},
+    # Away from the checkout's own .run, whose secrets a running stack has written.
+    {"state_dir": st.just(Path("/nonexistent/iotpipe-state"))},
     optional={
         "bootstrap_servers": st.sampled_from(["127.0.0.1:9092", "kafka-0:9092,kafka-1:19092"]),
         "topic_partitions": st.integers(1, 1000),
@@ -36,7 +37,6 @@ valid_settings = st.fixed_dictionaries(
         "request_timeout_s": st.floats(0.001, 1e6),
         "bridge_metrics_port": st.integers(0, 65535),
         "torchserve_key_file": st.none() | st.just(Path("/var/run/key_file.json")),
-        "state_dir": st.just(Path("/nonexistent/iotpipe-state")),
     },
 )
 
@@ -89,6 +89,13 @@ def test_a_backoff_maximum_below_its_initial_value_is_refused() -> None:
         Config(retry_backoff_initial_s=0.5, retry_backoff_max_s=0.1)
 
 
+def test_a_model_server_with_a_protocol_it_does_not_speak_is_refused_naming_those_it_does() -> None:
+    with pytest.raises(
+        ConfigError, match=r"IOTPIPE_MODEL_SERVER='mlserver' does not speak .*: give one of open-inference"
+    ):
+        Config(model_server="mlserver", inference_protocol="torchserve")
+
+
 def test_secrets_never_print_but_reach_the_clients_that_need_them(caplog: pytest.LogCaptureFixture) -> None:
     config = Config.load({"IOTPIPE_COUCHDB_PASSWORD": PASSWORD, "IOTPIPE_SASL_PLAIN_PASSWORD": PASSWORD})
     logging.getLogger("test").warning("configuration: %s %r", config, config)
@@ -139,3 +146,4 @@ def test_flags_override_variables_and_are_validated_too() -> None:
 def test_every_model_arch_has_a_checkpoint_and_every_protocol_a_client() -> None:
     assert set(MODEL_ARCHS) == set(CHECKPOINTS)
     assert set(PROTOCOLS) == set(get_args(HINTS["inference_protocol"]))
+    assert set(SERVER_PROTOCOLS) == set(get_args(HINTS["model_server"]))
