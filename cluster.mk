@@ -19,6 +19,6 @@ cluster-status: ## each component of the local Kubernetes: process, health, deta
 cluster-verify: cluster ## check a Deployment with a readiness probe, a Service by DNS name, a bound PVC
 	$(CLUSTER) verify
 
-# Not part of `make test` nor .ci/run yet: it needs root and about 10 GB of images.
+# .ci/run runs it after `make test`. Needs root and about 10 GB of images.
 cluster-test: $(VENV)/.installed deploy-setup images-tools ## end to end: images, cluster up, deploy twice, 5 cameras while pods are deleted, down
 	$(BIN)/python -m cluster.e2e $(CLUSTER_TEST_ARGS)

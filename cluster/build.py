@@ -36,11 +36,15 @@ class BuildError(RuntimeError):
 
 
 def run_logged(command: Sequence[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    """Run a command with its output appended to ``log``, between lines that give its start and its duration, so
+    a slow build can be read off the log while it runs."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     with log.open("a") as out:
-        out.write(f"$ {' '.join(command)}\n")
+        out.write(f"[{time.strftime('%H:%M:%S')}] $ {' '.join(command)}\n")
         out.flush()
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
+        out.write(f"[{time.strftime('%H:%M:%S')}] exit {done.returncode} after {time.monotonic() - started:.0f} s\n")
     if done.returncode != 0:
         raise BuildError(f"{command[0]} failed (exit {done.returncode}); see {log}")
 

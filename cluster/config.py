@@ -17,6 +17,8 @@ DEBIAN_SUITE = "bookworm"
 METRICS_SERVER_VERSION = "v0.8.0"
 KEDA_VERSION = "v2.20.2"
 
+GO_CACHES = {"GOMODCACHE": "mod", "GOCACHE": "build", "GOPATH": "path"}
+
 # Binaries built from kubernetes' own module, in one `go build`.
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
@@ -98,13 +100,12 @@ class ClusterConfig:
 
     @property
     def go_env(self) -> dict[str, str]:
-        return {
-            "GOMODCACHE": str(self.root / "go" / "mod"),
-            "GOCACHE": str(self.root / "go" / "build"),
-            "GOPATH": str(self.root / "go" / "path"),
-            "GOFLAGS": "-mod=mod -buildvcs=false",
-            "CGO_ENABLED": "0",
-        }
+        """Go's own module and build caches are kept (`go env GOMODCACHE GOCACHE`): shared with every checkout
+        on the machine, so that a fresh clone's build compiles nothing that another one compiled already."""
+        env = {"GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
+        if not os.environ.get("HOME"):  # where Go keeps them by default: without it, keep them here
+            env |= {name: str(self.root / "go" / part) for name, part in GO_CACHES.items()}
+        return env
 
     # Run side: made by `up`, removed by `down`.
     @property

@@ -1,13 +1,13 @@
 """`make cluster-test`: the cluster path end to end on this machine, as a user would run it.
 
-Phases: build the images (docker/build_images.py), then `ansible-playbook -i ansible/inventories/local-cluster
-ansible/site.yml` (brings the local cluster up, imports the images into its node, deploys k8s/overlays/local and
-waits for every rollout; with `--overlay local-prod`, the inventory local-cluster-prod too: prod's three SASL_SSL
-brokers, its Secrets made on the spot, KEDA), then deploy.yml again (it must change nothing), run the producer Job
-with 5 cameras (ansible/scale-producers.yml) while a Kafka broker pod, the bridge pod and the consumer pod are
-deleted, then count what CouchDB (PouchDB Server here) stored against what the cameras sent (their latency files),
-check every label against the checkpoint's offline label, and take the cluster down. Prints the time of each phase
-and ends with the one-line summary.
+Phases: build what the local cluster lacks (`python -m cluster build`), build the images (docker/build_images.py),
+then `ansible-playbook -i ansible/inventories/local-cluster ansible/site.yml` (brings the local cluster up, imports
+the images into its node, deploys k8s/overlays/local and waits for every rollout; with `--overlay local-prod`, the
+inventory local-cluster-prod too: prod's three SASL_SSL brokers, its Secrets made on the spot, KEDA), then
+deploy.yml again (it must change nothing), run the producer Job with 5 cameras (ansible/scale-producers.yml) while a
+Kafka broker pod, the bridge pod and the consumer pod are deleted, then count what CouchDB (PouchDB Server here)
+stored against what the cameras sent (their latency files), check every label against the checkpoint's offline
+label, and take the cluster down. Prints the time of each phase and ends with the one-line summary.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.cluster import Cluster, ClusterError
+from cluster.cluster import Cluster, ClusterError, format_rows
 from cluster.config import ClusterConfig
 from iotpipe import latency_file
 
@@ -283,6 +284,27 @@ def pipeline(cluster: Cluster, overlay: str, tag: str, times: dict[str, float]) 
             return tally(sent, documents, offline_labels({document["subject"] for document in documents}))
 
 
+def stop_at_deadline(deadline_s: float) -> None:
+    """Past ``deadline_s``, the command in progress is killed and the run fails through the usual path: the
+    state is shown and the cluster taken down, instead of a silent kill by an outer limit (CI's)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise E2EError(f"not done within --deadline {deadline_s:.0f} s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(max(1, int(deadline_s)))
+
+
+def show_state(cluster: Cluster) -> None:
+    """What a failed run leaves to read: each component, the pods and the latest events."""
+    rows = cluster.status()
+    print(format_rows(rows), file=sys.stderr)
+    if rows[0].running:
+        for args in (("get", "pods", "-A", "-o", "wide"), ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+            done = cluster.kubectl(*args, check=False)
+            print("\n".join((done.stdout + done.stderr).splitlines()[-40:]), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="leave the cluster up at the end (make cluster-down)")
@@ -295,13 +317,20 @@ def main(argv: list[str] | None = None) -> int:
         default="local",
         help="k8s/overlays/local (dev-sized, the default) or local-prod (prod: 3 brokers, SASL_SSL, KEDA)",
     )
+    parser.add_argument("--deadline", type=float, metavar="SECONDS", help="fail, showing the state, after this long")
     args = parser.parse_args(argv)
+    if args.deadline:
+        stop_at_deadline(args.deadline)
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"  # ansible-playbook's modules
     os.environ["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_roles"  # the time of each role
+    os.environ["PYTHONUNBUFFERED"] = "1"  # Ansible's lines as they come, when the output is a pipe (CI's log)
     cluster = Cluster(ClusterConfig.from_env())
     times: dict[str, float] = {}
     try:
         tag = image_tag()
+        # site.yml would build it too, silently inside one Ansible task: here each step and its time is shown.
+        with phase("cluster: build what is missing", times):
+            run([sys.executable, "-m", "cluster", "build"])
         if not args.no_build:
             with phase("images: build", times):
                 build_images(tag)
@@ -312,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         result = pipeline(cluster, args.overlay, tag, times)
     except (E2EError, ClusterError) as error:
         print(f"cluster-test: {error}", file=sys.stderr)
+        show_state(cluster)
         return 1
     finally:
+        signal.alarm(0)
         if not args.keep:
             with phase("cluster down", times):
                 run([sys.executable, "-m", "cluster", "down"])
