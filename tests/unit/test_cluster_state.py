@@ -1,9 +1,14 @@
 """Host sysctls recorded and restored, cgroup mounts found, status parsed (cluster/)."""
 
+import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from cluster import sysctls
 from cluster.cluster import Row, anonymous_bytes, format_rows, node_ready, vm_rss_bytes
+from cluster.e2e import E2EError, stop_at_deadline
 from cluster.node import cgroup_hierarchies
 
 
@@ -64,3 +69,10 @@ def test_status_rows_read_like_iotpipe_status():
     assert lines[0].split() == ["component", "process", "health", "detail"]
     assert lines[1].split()[:3] == ["etcd", "running", "healthy"]
     assert lines[2].split() == ["kubelet", "stopped", "down"]
+
+
+def test_a_cluster_test_past_its_deadline_fails_through_its_own_error_path():
+    stop_at_deadline(1)
+    with pytest.raises(E2EError, match="not done within --deadline 1 s"):
+        time.sleep(5)
+    signal.alarm(0)
