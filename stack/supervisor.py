@@ -102,10 +102,9 @@ class Supervisor:
 
     def run(self) -> None:
         """Supervise, and renew keys and certificates in threads (a restart can take minutes), until stopping."""
-        renewers = [
-            threading.Thread(target=renewer(self.stack.config).run, args=(self.stopping,), daemon=True)
-            for renewer in (KeyRenewer, CertificateRenewer)
-        ]
+        config = self.stack.config
+        due = (CertificateRenewer, KeyRenewer) if config.model_server == "torchserve" else (CertificateRenewer,)
+        renewers = [threading.Thread(target=renewer(config).run, args=(self.stopping,), daemon=True) for renewer in due]
         for thread in renewers:
             thread.start()
         log.info("supervising %s", ", ".join(self.policies))

@@ -39,9 +39,10 @@ def dead_letters(config: Config, topic: str, image_ids: set[str], timeout_s: flo
         while len(reasons) < len(image_ids) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    headers = decode_headers(record.headers)
-                    if headers.get("ce_id") in image_ids:
-                        reasons[headers["ce_id"]] = headers.get(REASON_HEADER, "")
+                    # only the records asked about are decoded: others (a soak's) may carry headers that are not UTF-8
+                    image_id = dict(record.headers).get("ce_id", b"").decode("utf-8", "replace")
+                    if image_id in image_ids:
+                        reasons[image_id] = decode_headers(record.headers).get(REASON_HEADER, "")
     finally:
         consumer.close()
     return reasons

@@ -2,8 +2,8 @@
 
 The session's Kafka and CouchDB carry the images; the bridge talks to MLServer, which serves every
 checkpoint as a version, pinned to resnet20 with half of the images routed to the resnet56 canary
-through ``/v2/models/<model>/versions/<v>/infer``. When the session's stack already runs MLServer,
-it is used; otherwise one is started beside TorchServe on ports of its own.
+through ``/v2/models/<model>/versions/<v>/infer``: the session's stack switched to MLServer (the
+``stack`` fixture parametrized), its bridge replaced by one with the canary for this module.
 """
 
 from __future__ import annotations
@@ -24,41 +24,21 @@ from iotpipe.wire import ImageEvent
 from model_archives import model_version
 from producer import Producer
 from stack import Stack
-from stack.mlserver import MLServer
-from tests.conftest import PORT
+from tests.conftest import on_model_servers
+from tests.faults.test_faults import labels_unlike_offline
 from tests.integration.helpers import dead_letters, unique_producer_id, wait_for_documents
-from tests.integration.test_models import offline_label
 
 PINNED = model_version("resnet20")
 CANARY = model_version("resnet56")
 SHARE = 0.5
 
+pytestmark = on_model_servers(["mlserver"])
+
 
 @pytest.fixture(scope="module")
-def mlserver(stack: Config):
-    """The configuration of a bridge that talks to MLServer, pinned to resnet20 with a resnet56 canary."""
-    config = stack.replace(
-        model_server="mlserver",
-        inference_protocol="open-inference",
-        model_version=PINNED,
-        canary_version=CANARY,
-        canary_share=SHARE,
-        bridge_metrics_port=0,
-    )
-    if stack.model_server == "mlserver":
-        yield config
-        return
-    config = config.replace(
-        inference_url=f"http://127.0.0.1:{PORT + 8090}",
-        metrics_url=f"http://127.0.0.1:{PORT + 8092}",
-        grpc_inference_port=PORT + 7090,
-    )
-    server = MLServer(config)
-    server.start()
-    try:
-        yield config
-    finally:
-        server.process.stop()
+def mlserver(stack: Config) -> Config:
+    """The configuration of a bridge that talks to the stack's MLServer, pinned to resnet20 with a resnet56 canary."""
+    return stack.replace(model_version=PINNED, canary_version=CANARY, canary_share=SHARE, bridge_metrics_port=0)
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +83,7 @@ def test_every_image_is_stored_once_with_its_versions_offline_label(stack: Confi
     routed = {d["_id"]: CANARY if in_canary(d["_id"], SHARE) else PINNED for d in documents}
     assert {d["_id"]: d["model_version"] for d in documents} == routed, "an image answered by the wrong version"
     assert set(routed.values()) == {PINNED, CANARY}
-    files = {image.name: image for image in chosen}
-    disagreements = {
-        d["subject"]: (d["label"], expected)
-        for d in documents
-        if d["label"] != (expected := offline_label(stack, d["model_version"], files[d["subject"]].read()))
-    }
-    assert disagreements == {}, f"MLServer's label != the checkpoint's offline label for {disagreements}"
+    assert labels_unlike_offline(stack, documents, chosen) == {}, "MLServer's labels are not the checkpoint's offline"
 
 
 def test_bad_images_are_dead_lettered_with_the_reasons_torchserve_gives(

@@ -6,7 +6,9 @@ CloudEvents headers, predictions with wrong field types, and an image id re-used
 Every good image must be stored exactly once and answered, every record known to be bad must be in
 its dead-letter topic with a reason and its original headers, every ambiguous (mutated) record must
 end in exactly one of the two, and no service may have been restarted. The longest stall in the
-cameras' answers is printed (target: under 5 s).
+cameras' answers is printed (target: under 5 s). The soak runs on each model server: every good image
+gets its checkpoint's offline label, and an image the model server cannot decode is dead-lettered with
+the reason handlers/ gives it, which TorchServe's handler and MLServer's runtime both answer.
 """
 
 from __future__ import annotations
@@ -26,20 +28,26 @@ from pathlib import Path
 from kafka import TopicPartition
 from PIL import Image
 
+from bridges.bridge import Inference
+from handlers.images import BadImage, preprocess_bytes
 from iotpipe import couch, kafka_clients
 from iotpipe.config import Config
 from iotpipe.wire import (
     PREDICTION_HEADER,
     REASON_HEADER,
+    STAGE_HEADER,
     ImageEvent,
     Prediction,
+    WireError,
+    cut,
     decode_headers,
     max_image_bytes,
     now_iso,
 )
 from producer import Producer
 from stack import Stack
-from tests.faults.test_faults import answer_times, longest_gap_s
+from tests.conftest import on_model_servers
+from tests.faults.test_faults import answer_times, labels_unlike_offline, longest_gap_s
 from tests.integration.helpers import unique_producer_id, wait_for_documents
 from tests.unit.test_wire import version_1_record
 
@@ -48,6 +56,7 @@ IMAGES_PER_CAMERA = 200
 RATE = 20  # images per second per camera: the soak lasts about 10 s
 CASE_HEADER = "soak-case"  # every hostile record carries its case name, kept by its dead letter
 STALL_TARGET_S = 5.0
+MODEL_SERVER_STAGE = f"{Inference.service}:{Inference.stage}"  # the dead letters whose reason the model server gave
 
 
 @dataclass
@@ -215,6 +224,20 @@ def service_pids(config: Config) -> dict[str, int | None]:
     return {service.name: service.pid() for service in Stack(config).services}
 
 
+def undecodable_by_handler(config: Config, record: Hostile) -> str | None:
+    """The dead letter's reason for an iot-images record that passes the bridge's wire checks and that handlers/
+    cannot decode (the model server's answer, on TorchServe as on MLServer); None for any other record."""
+    try:
+        event = ImageEvent.from_record(record.value, record.headers, max_bytes=max_image_bytes(config.max_request_size))
+        preprocess_bytes(event.data)
+    except WireError:
+        return None
+    except BadImage as refused:
+        return cut(str(refused))
+    return None
+
+
+@on_model_servers()
 def test_poison_records_cost_only_themselves(stack: Config, images, tmp_path: Path) -> None:
     rng = random.Random(10)
     hostile_source = unique_producer_id("hostile")
@@ -250,6 +273,7 @@ def test_poison_records_cost_only_themselves(stack: Config, images, tmp_path: Pa
         documents = wait_for_documents(stack, producer_id, expected=IMAGES_PER_CAMERA)
         ids = [document["_id"] for document in documents]
         assert len(ids) == len(set(ids)) == IMAGES_PER_CAMERA, f"{producer_id}: {len(ids)} documents"
+        assert labels_unlike_offline(stack, documents, images) == {}, f"{stack.model_server}'s labels are not offline's"
 
     tags = {f"{record.case}/{record.tag}": record for record in hostile}
     expected_dead = {tag for tag, record in tags.items() if record.bad}
@@ -267,6 +291,11 @@ def test_poison_records_cost_only_themselves(stack: Config, images, tmp_path: Pa
         assert body_or_header_id(record) in stored, f"{record.case}: a legal record was not stored"
     for tag, record in mutated.items():  # a mutation may still decode: stored once or dead-lettered, never neither
         assert (body_or_header_id(record) in stored) != (tag in dead), f"{tag}: stored and dead-lettered, or neither"
+    images_in = {tag: record for tag, record in tags.items() if record.topic == stack.images_topic}
+    refused = {tag: reason for tag, record in images_in.items() if (reason := undecodable_by_handler(stack, record))}
+    dead_images = dead_letters_by_case(stack, set(images_in), timeout_s=3)
+    by_server = {tag: h[REASON_HEADER] for tag, h in dead_images.items() if h[STAGE_HEADER] == MODEL_SERVER_STAGE}
+    assert by_server == refused, f"{stack.model_server} refuses other images, or for other reasons, than handlers/"
 
     assert service_pids(stack) == pids_before, "a service was restarted during the soak"
     stall = longest_gap_s(list(itertools.chain(*(answer_times(tmp_path / f"{c}.tsv") for c in cameras))))
