@@ -31,7 +31,7 @@ REPOSITORY = "localhost/iotpipe"
 SUITE = "bookworm"
 # What a base leaves out: documentation, manual pages and translations (licences stay).
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
-MODEL_ARCHIVE = ROOT / "model-store" / "cifar10-resnet-20.2.mar"
+MODEL_ARCHIVE = ROOT / "model-store" / "cifar10-resnet-20.3.mar"
 # What this machine trusts for HTTPS (a TLS-inspecting proxy's CA may be in it) and the settings that point pip and
 # npm at it: bind-mounted read-only into every RUN of a build, so that downloads work, and kept out of the images.
 HOST_TRUST = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/npmrc", "/usr/etc/npmrc")

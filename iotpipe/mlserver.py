@@ -1,7 +1,7 @@
 """MLServer's model repository API (IOTPIPE_MODEL_SERVER=mlserver): the versions it serves, and the default one.
 
 MLServer answers requests that name no version with its default version: the newest it serves
-(versions compared as text, so 56.2 over 20.2). There is no set-default: pin a version with
+(versions compared as text, so 56.3 over 20.3). There is no set-default: pin a version with
 IOTPIPE_MODEL_VERSION, or route a share to another with IOTPIPE_CANARY_VERSION.
 """
 

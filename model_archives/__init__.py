@@ -41,7 +41,7 @@ class ArchiveError(RuntimeError):
 
 
 def model_version(arch: str) -> str:
-    """TorchServe versions are numbers: <depth>.<build>, e.g. 20.2 for resnet20, second build."""
+    """TorchServe versions are numbers: <depth>.<build>, e.g. 20.3 for resnet20, third build."""
     return f"{arch.removeprefix('resnet')}.{BUILD}"
 
 

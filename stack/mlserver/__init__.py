@@ -1,7 +1,7 @@
 """MLServer of the embedded stack (IOTPIPE_MODEL_SERVER=mlserver): every ResNet checkpoint as a version of one model.
 
 ``prepare`` writes MLServer's settings.json and a model repository with one model-settings.json per
-version (resnet20 is version 20.2, as its TorchServe archive), each with adaptive batching on
+version (resnet20 is version 20.3, as its TorchServe archive), each with adaptive batching on
 (IOTPIPE_BATCH_SIZE images, IOTPIPE_MAX_BATCH_DELAY ms). Unpinned requests go to MLServer's
 default version, the newest one; IOTPIPE_MODEL_VERSION pins one. MLServer has no authorization:
 it listens on loopback only.

@@ -4,11 +4,14 @@ that swap each Dockerfile's public base for one made from Debian packages, ulimi
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 
 import pytest
 
+from iotpipe.config import Config
+from model_archives import archive_name, model_version
 from tests.deploy.conftest import ROOT
 from tests.deploy.test_dockerfiles import ALL_IMAGES, global_arguments, instructions
 
@@ -98,3 +101,21 @@ def test_the_hosts_trust_files_are_mounted_read_only_into_the_build_only():
 def test_java_trust_is_mounted_only_for_the_maven_build_stage():
     assert build_images.JAVA_TRUST in build_images.trust_files(build_images.IMAGES["kafka"])
     assert build_images.JAVA_TRUST not in build_images.trust_files(build_images.IMAGES["torchserve"])
+
+
+def test_the_torchserve_image_carries_the_archive_of_the_current_build_as_its_default_version():
+    config = Config()
+    archive, version = archive_name(config, "resnet20"), model_version("resnet20")
+    assert build_images.MODEL_ARCHIVE.name == archive
+    assert f"COPY model-store/{archive} " in (ROOT / "docker" / "torchserve" / "Dockerfile").read_text()
+    properties = dict(
+        line.split("=", 1)
+        for line in (ROOT / "docker" / "torchserve" / "config.properties").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert properties["load_models"] == archive
+    models = json.loads(properties["models"])
+    assert (
+        models[config.model_name][version] | {"defaultVersion": True, "marName": archive}
+        == models[config.model_name][version]
+    )
