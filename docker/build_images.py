@@ -83,8 +83,9 @@ class Image:
     target: str | None
     bases: dict[str, str]
     check: tuple[str, ...]
-    contexts: tuple[str, ...] = ()  # build contexts besides the repository root (only the producer's pictures)
+    contexts: tuple[str, ...] = ()  # build contexts besides the repository root: pictures or checkpoints
     serves: bool = False  # also start its service and wait until its HEALTHCHECK passes
+    alternative: bool = False  # stands in for another image; built only when named, never deployed by Ansible
 
 
 APP = "docker/app/Dockerfile"
@@ -110,6 +111,16 @@ IMAGES = {
             {"BUILD_IMAGE": "npm", "BASE_IMAGE": "node"},
             ("--help",),
             serves=True,
+        ),
+        Image(
+            "mlserver",
+            "docker/mlserver/Dockerfile",
+            None,
+            {"BASE_IMAGE": "python"},
+            ("--help",),
+            contexts=("models",),
+            serves=True,
+            alternative=True,
         ),
     ]
 }
@@ -158,7 +169,7 @@ def selected(names: Sequence[str]) -> list[Image]:
     unknown = [name for name in names if name not in IMAGES]
     if unknown:
         raise BuildError(f"no image {', '.join(unknown)}; the images are {', '.join(IMAGES)}")
-    return [IMAGES[name] for name in names or IMAGES]
+    return [IMAGES[name] for name in names] or [image for image in IMAGES.values() if not image.alternative]
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -253,13 +264,19 @@ def ensure_model_archive() -> None:
         raise BuildError(f"could not build {MODEL_ARCHIVE}; run `{iotpipe} models build resnet20` and read its error")
 
 
+# Each build context besides the repository root: the variable naming its folder, and what it holds.
+CONTEXT_FOLDERS = {"images": ("IOTPIPE_DATA_DIR", "pictures"), "models": ("IOTPIPE_MODELS_DIR", "checkpoints")}
+
+
 def context_arguments(image: Image) -> list[str]:
-    if "images" not in image.contexts:
-        return []
-    data = os.environ.get("IOTPIPE_DATA_DIR")
-    if not data or not Path(data).is_dir():
-        raise BuildError("the producer image needs its pictures: set IOTPIPE_DATA_DIR (make sets it from ../shared)")
-    return [f"--build-context=images={data}"]
+    arguments = []
+    for context in image.contexts:
+        variable, holds = CONTEXT_FOLDERS[context]
+        folder = os.environ.get(variable)
+        if not folder or not Path(folder).is_dir():
+            raise BuildError(f"the {image.name} image needs its {holds}: set {variable} (make sets it from ../shared)")
+        arguments.append(f"--build-context={context}={folder}")
+    return arguments
 
 
 def build(image: Image, tag: str, public_bases: bool) -> float:

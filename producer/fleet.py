@@ -193,6 +193,7 @@ class Fleet:
             content_type=image.content_type,
             subject=image.name,
             ground_truth=image.label,
+            **({"id": image.event_id} if image.event_id else {}),
         )
         key, value, headers = event.to_record()
         tally.sent[event.id] = time.perf_counter()

@@ -21,6 +21,7 @@ class SourceImage:
     content_type: str
     path: Path | None = None
     encoded: bytes | None = None
+    event_id: str | None = None  # the CloudEvents id to send it with; a new one for each sending when None
 
     def read(self) -> bytes:
         return self.encoded if self.encoded is not None else self.path.read_bytes()

@@ -5,7 +5,8 @@ by npm, Python packages by pip). The model server is TorchServe or MLServer (IOT
 It starts each component that is not running (one module each,
 behind stack.component's interface), waits for it to be healthy, starts the supervisor that
 restarts a component that dies and renews TorchServe's keys and the broker's certificate
-(stack.supervisor), and returns. Every process it starts gets ``config``, handed over explicitly.
+(stack.supervisor), sends a burst of images through the whole pipeline (stack.warmup), and
+returns. Every process it starts gets ``config``, handed over explicitly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stack.mlserver import MLServer
 from stack.pipeline import PipelineService, application_process
 from stack.process import Liveness, Service, StackError
 from stack.torchserve import TorchServe
+from stack.warmup import warm_up_pipeline
 
 MODEL_SERVERS: dict[str, type[Component]] = {"torchserve": TorchServe, "mlserver": MLServer}
 
@@ -69,6 +71,8 @@ class Stack:
             self.start(component.name)
         progress("supervisor: starting")
         self.supervisor.start()
+        progress("pipeline: warming up")
+        warm_up_pipeline(self.config)
         progress("stack is up")
         return self.config.with_stored_couchdb_password()
 

@@ -48,7 +48,7 @@ APPLICATIONS = {
     "producer": ("producer", "produce"),
 }
 # The build contexts besides the repository root that an image copies from (`docker build --build-context`).
-BUILD_CONTEXTS = {"producer": {"images"}}
+BUILD_CONTEXTS = {"producer": {"images"}, "mlserver": {"models"}}
 # The user of every image, which the manifests' securityContext (runAsUser, runAsGroup) repeats.
 USER = "10001:10001"
 USERS = {"kafka": "1000:1000", "pouchdb-server": "5984:5984"}
@@ -125,7 +125,7 @@ class Image:
 
 
 def image(service: str) -> Image:
-    dockerfile, target = ALL_IMAGES[service]
+    dockerfile, target = (ALL_IMAGES | ALTERNATIVES)[service]
     all_stages = stages(dockerfile)
     named = {stage.name: stage for stage in all_stages if stage.name}
     named |= {str(index): stage for index, stage in enumerate(all_stages)}
@@ -201,10 +201,11 @@ def test_every_image_the_manifests_run_is_built_here(rendered):
     assert own == set(IMAGES)
 
 
-@pytest.mark.parametrize("service", ALL_IMAGES)
-def test_only_the_producer_needs_a_build_context_besides_the_repository(service):
+@pytest.mark.parametrize("service", ALL_IMAGES | ALTERNATIVES)
+def test_only_the_pictures_and_the_checkpoints_are_build_contexts_besides_the_repository(service):
     assert image(service).contexts == BUILD_CONTEXTS.get(service, set())
-    assert not any(stage.name in BUILD_CONTEXTS.get(service, set()) for stage in stages(ALL_IMAGES[service][0]))
+    dockerfile = (ALL_IMAGES | ALTERNATIVES)[service][0]
+    assert not any(stage.name in BUILD_CONTEXTS.get(service, set()) for stage in stages(dockerfile))
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: str(path.relative_to(ROOT)))
@@ -225,7 +226,7 @@ def test_ansible_builds_each_image_from_its_dockerfile_and_target():
     files = {service: (ROOT / build["dockerfile"], build.get("target")) for service, build in builds.items()}
     assert files == ALL_IMAGES
     tasks = (ANSIBLE / "roles" / "iotpipe_images" / "tasks" / "main.yml").read_text()
-    for context in {context for contexts in BUILD_CONTEXTS.values() for context in contexts}:
+    for context in {context for service in ALL_IMAGES for context in BUILD_CONTEXTS.get(service, ())}:
         assert f"--build-context {context}=" in tasks
 
 

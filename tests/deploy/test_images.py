@@ -13,7 +13,7 @@ import pytest
 from iotpipe.config import Config
 from model_archives import archive_name, model_version
 from tests.deploy.conftest import ROOT
-from tests.deploy.test_dockerfiles import ALL_IMAGES, global_arguments, instructions
+from tests.deploy.test_dockerfiles import ALL_IMAGES, ALTERNATIVES, global_arguments, instructions
 
 
 def load_build_images():
@@ -59,10 +59,11 @@ def test_a_base_gets_a_new_tag_when_its_packages_change():
 
 def test_the_tool_builds_the_images_of_the_dockerfiles_with_their_targets():
     built = {name: (ROOT / image.dockerfile, image.target) for name, image in build_images.IMAGES.items()}
-    assert built == ALL_IMAGES
+    assert built == ALL_IMAGES | ALTERNATIVES
+    assert {image.name for image in build_images.selected([])} == set(ALL_IMAGES)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_IMAGES))
+@pytest.mark.parametrize("name", sorted(ALL_IMAGES | ALTERNATIVES))
 def test_each_base_argument_replaces_a_from_of_its_dockerfile(name):
     image = build_images.IMAGES[name]
     dockerfile = ROOT / image.dockerfile
@@ -90,7 +91,11 @@ def test_ulimits_are_explicit_and_never_above_the_hard_limits():
 def test_an_unknown_image_name_is_refused_with_the_list_of_images():
     with pytest.raises(SystemExit, match="the images are torchserve, bridge"):
         build_images.selected(["bridg"])
-    assert [image.name for image in build_images.selected([])] == list(build_images.IMAGES)
+    alternatives = [name for name, image in build_images.IMAGES.items() if image.alternative]
+    assert [image.name for image in build_images.selected([])] == [
+        name for name in build_images.IMAGES if name not in alternatives
+    ]
+    assert [image.name for image in build_images.selected(alternatives)] == alternatives == ["mlserver"]
 
 
 def test_the_hosts_trust_files_are_mounted_read_only_into_the_build_only():

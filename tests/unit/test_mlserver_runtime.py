@@ -12,8 +12,8 @@ from mlserver.types import InferenceRequest
 
 from handlers.images import SIDE
 from model_archives import model_version
+from servers.mlserver.repository import model_settings
 from servers.mlserver.runtime import Cifar10Runtime
-from stack.mlserver import model_settings
 from tests.unit import test_handler
 from tests.unit.test_handler import CONFIG, classify, png
 
