@@ -23,9 +23,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handlers.images import batch_row
 from handlers.protocols import RequestLayout, request_images
-from handlers.resnet import CLASSES, load_checkpoint
-
-TOP_K = 3
+from handlers.resnet import TOP_K, load_checkpoint, prediction
 
 
 class Cifar10Classifier(BaseHandler):
@@ -66,15 +64,8 @@ class Cifar10Classifier(BaseHandler):
         return answers
 
     def _prediction(self, top, slot: int | str) -> dict:
-        if isinstance(slot, str):
-            return {"error": slot}
-        probabilities, indices = top.values[slot].tolist(), top.indices[slot].tolist()
-        return {
-            "label": CLASSES[indices[0]],
-            "scores": {CLASSES[i]: round(p, 6) for p, i in zip(probabilities, indices, strict=True)},
-            "model": self.model_name,
-            "model_version": self.model_version,
-        }
+        answer = prediction(top, slot)
+        return answer if "error" in answer else answer | {"model": self.model_name, "model_version": self.model_version}
 
     def _inference_response(self, inference_id: str, predictions: list[dict]) -> dict:
         def output(name: str, values: list[str]) -> dict:

@@ -17,6 +17,7 @@ BLOCKS_PER_STAGE = {20: 3, 32: 5, 44: 7, 56: 9}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TOP_K = 3  # the scores each answer carries
 
 
 class BasicBlock(nn.Module):
@@ -83,3 +84,14 @@ def load_checkpoint(path: str | Path) -> CifarResNet:
     model = CifarResNet(depth_of(state_dict))
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def prediction(top: torch.return_types.topk | None, slot: int | str) -> dict:
+    """The label and the top scores of one batch row, or, for an image without a row, why it has none."""
+    if isinstance(slot, str):
+        return {"error": slot}
+    probabilities, indices = top.values[slot].tolist(), top.indices[slot].tolist()
+    return {
+        "label": CLASSES[indices[0]],
+        "scores": {CLASSES[i]: round(p, 6) for p, i in zip(probabilities, indices, strict=True)},
+    }

@@ -19,9 +19,7 @@ from mlserver.utils import get_model_uri
 
 from handlers.images import batch_row
 from handlers.protocols import request_images
-from handlers.resnet import CLASSES, load_checkpoint
-
-TOP_K = 3  # as handlers/cifar10.py answers TorchServe's clients
+from handlers.resnet import TOP_K, load_checkpoint, prediction
 
 
 class Cifar10Runtime(MLModel):
@@ -34,7 +32,7 @@ class Cifar10Runtime(MLModel):
         tensors: list[torch.Tensor] = []
         slots = [image if isinstance(image, str) else batch_row(image, tensors) for image in [*layout.slots, *images]]
         top = top_scores(tensors, self.network)
-        predictions = [self._prediction(slot, top) for slot in slots]
+        predictions = [prediction(top, slot) for slot in slots]
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,
@@ -45,16 +43,6 @@ class Cifar10Runtime(MLModel):
                 bytes_output("error", [p.get("error", "") for p in predictions]),
             ],
         )
-
-    @staticmethod
-    def _prediction(slot: int | str, top: torch.return_types.topk | None) -> dict:
-        if isinstance(slot, str):
-            return {"error": slot}
-        probabilities, indices = top.values[slot].tolist(), top.indices[slot].tolist()
-        return {
-            "label": CLASSES[indices[0]],
-            "scores": {CLASSES[i]: round(p, 6) for p, i in zip(probabilities, indices, strict=True)},
-        }
 
 
 def top_scores(tensors: list[torch.Tensor], network: torch.nn.Module) -> torch.return_types.topk | None:
