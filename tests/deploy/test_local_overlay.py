@@ -105,6 +105,9 @@ def test_tally_reports_labels_that_differ_from_the_offline_ones():
 
 
 def test_ci_runs_the_cluster_path_after_the_test_suite():
-    steps = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
-    assert steps == ["make test", "make cluster-test"]
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    steps = [line.split()[1] for line in lines if line.startswith("make ")]
+    assert steps == ["setup", "test", "cluster-test"]
+    cluster_build = next(n for n, line in enumerate(lines) if "-m cluster build" in line)
+    assert cluster_build < next(n for n, line in enumerate(lines) if line.startswith("make test"))
     assert Path(ROOT / "cluster" / "e2e.py").is_file()
