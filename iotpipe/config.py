@@ -27,7 +27,7 @@ SaslMechanism = Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEA
 InferenceProtocol = Literal["torchserve", "open-inference"]
 ModelServer = Literal["torchserve", "mlserver"]
 # The protocols each model server speaks, its own first.
-SERVER_PROTOCOLS: dict[str, tuple[InferenceProtocol, ...]] = {
+SERVER_PROTOCOLS: dict[ModelServer, tuple[InferenceProtocol, ...]] = {
     "torchserve": ("torchserve", "open-inference"),
     "mlserver": ("open-inference",),
 }
