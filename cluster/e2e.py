@@ -1,13 +1,16 @@
 """`make cluster-test`: the cluster path end to end on this machine, as a user would run it.
 
-Phases: build what the local cluster lacks (`python -m cluster build`), build the images (docker/build_images.py),
-then `ansible-playbook -i ansible/inventories/local-cluster ansible/site.yml` (brings the local cluster up, imports
-the images into its node, deploys k8s/overlays/local and waits for every rollout; with `--overlay local-prod`, the
-inventory local-cluster-prod too: prod's three SASL_SSL brokers, its Secrets made on the spot, KEDA), then
-deploy.yml again (it must change nothing), run the producer Job with 5 cameras (ansible/scale-producers.yml) while a
-Kafka broker pod, the bridge pod and the consumer pod are deleted, then count what CouchDB (PouchDB Server here)
-stored against what the cameras sent (their latency files), check every label against the checkpoint's offline
-label, and take the cluster down. Prints the time of each phase and ends with the one-line summary.
+Phases: build what the local cluster lacks (`python -m cluster build`), build the images that the overlay's
+inventories deploy (docker/build_images.py), then `ansible-playbook -i ansible/inventories/local-cluster
+ansible/site.yml` (brings the local cluster up, imports the images into its node, deploys k8s/overlays/local and
+waits for every rollout; with `--overlay local-prod`, the inventory local-cluster-prod too: prod's three SASL_SSL
+brokers, its Secrets made on the spot, KEDA; with `--overlay local-mlserver`, local-cluster-mlserver: MLServer in
+TorchServe's place, its image built instead of TorchServe's), then deploy.yml again (it must change nothing), run the
+producer Job with 5 cameras (ansible/scale-producers.yml) while a Kafka broker pod, the bridge pod and the consumer
+pod are deleted, then count what CouchDB (PouchDB Server here) stored against what the cameras sent (their latency
+files), check that every image was answered by the configured checkpoint's version (IOTPIPE_MODEL_ARCH, resnet20:
+20.3) and every label against that checkpoint's offline label, and take the cluster down. Prints the time of each
+phase and ends with the one-line summary.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cluster.cluster import Cluster, ClusterError, format_rows
 from cluster.config import ClusterConfig
 from iotpipe import latency_file
@@ -40,6 +45,7 @@ INVENTORIES = ROOT / "ansible" / "inventories"
 OVERLAY_INVENTORIES = {
     "local": ("local-cluster",),
     "local-prod": ("local-cluster", "local-cluster-prod"),
+    "local-mlserver": ("local-cluster", "local-cluster-mlserver"),
 }
 NAMESPACE = "iotpipe"
 CAMERAS = 5
@@ -86,6 +92,11 @@ class Tally:
     @property
     def passed(self) -> bool:
         return self.lost == 0 and self.duplicates == 0 and self.unexpected == 0 and not self.wrong_labels
+
+
+def other_versions(documents: list[dict], version: str) -> Counter[str]:
+    """How many documents each model version other than ``version`` answered (their labels are not that one's)."""
+    return Counter(document["model_version"] for document in documents if document["model_version"] != version)
 
 
 def tally(sent: set[str], documents: list[dict], offline: dict[str, str]) -> Tally:
@@ -136,8 +147,18 @@ def image_tag() -> str:
     return run([str(VENV_BIN / "python"), "docker/build_images.py", "tag"], capture=True).strip()
 
 
-def build_images(tag: str) -> None:
-    run([str(VENV_BIN / "python"), "docker/build_images.py", "build", "--tag", tag])
+def build_images(tag: str, names: list[str]) -> None:
+    run([str(VENV_BIN / "python"), "docker/build_images.py", "build", "--tag", tag, *names])
+
+
+def overlay_images(overlay: str) -> list[str]:
+    """The images that the deploy of ``overlay`` builds and imports into the node: `iotpipe_k8s_images` of the last
+    of its inventories that sets it (the local-cluster inventory builds the images it deploys)."""
+    images: list[str] = []
+    for name in OVERLAY_INVENTORIES[overlay]:
+        variables = yaml.safe_load((INVENTORIES / name / "group_vars" / "all" / "main.yml").read_text()) or {}
+        images = variables.get("iotpipe_k8s_images", images)
+    return images
 
 
 def inventory_args(overlay: str) -> list[str]:
@@ -244,6 +265,15 @@ def read_sent() -> set[str]:
     return {image.image_id for path in files for image in latency_file.read(path)}
 
 
+def checked_version() -> str:
+    """The version whose offline labels are checked: the configured checkpoint's (20.3 for resnet20), the default
+    version of the TorchServe image and the version that the MLServer component's bridge pins."""
+    from iotpipe.config import Config
+    from model_archives import model_version
+
+    return model_version(Config.load().model_arch)
+
+
 def offline_labels(subjects: set[str]) -> dict[str, str]:
     """The checkpoint's label of each picture, with the handler's preprocessing, in this process."""
     import torch
@@ -281,6 +311,12 @@ def pipeline(cluster: Cluster, overlay: str, tag: str, times: dict[str, float]) 
             wait_for(lambda: couch.count() >= len(sent), f"{len(sent)} documents stored", SETTLE_S)
             documents = couch.documents()
         with phase("labels: offline inference of the sent pictures", times):
+            version = checked_version()
+            if others := other_versions(documents, version):
+                raise E2EError(
+                    f"documents answered by versions {dict(others)}, not {version} whose offline labels are checked: "
+                    f"pin {version} in the bridge (IOTPIPE_MODEL_VERSION) or set IOTPIPE_MODEL_ARCH to the served one"
+                )
             return tally(sent, documents, offline_labels({document["subject"] for document in documents}))
 
 
@@ -315,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         "--overlay",
         choices=sorted(OVERLAY_INVENTORIES),
         default="local",
-        help="k8s/overlays/local (dev-sized, the default) or local-prod (prod: 3 brokers, SASL_SSL, KEDA)",
+        help="k8s/overlays/local (dev-sized, the default), local-prod (prod: 3 brokers, SASL_SSL, KEDA) or "
+        "local-mlserver (local with MLServer in TorchServe's place)",
     )
     parser.add_argument("--deadline", type=float, metavar="SECONDS", help="fail, showing the state, after this long")
     args = parser.parse_args(argv)
@@ -333,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             run([sys.executable, "-m", "cluster", "build"])
         if not args.no_build:
             with phase("images: build", times):
-                build_images(tag)
+                build_images(tag, overlay_images(args.overlay))
         with phase("site.yml: cluster up, images into the node, deploy", times):
             ansible_playbook("site.yml", args.overlay, tag)
         with phase("deploy again", times):

@@ -85,7 +85,7 @@ class Image:
     check: tuple[str, ...]
     contexts: tuple[str, ...] = ()  # build contexts besides the repository root: pictures or checkpoints
     serves: bool = False  # also start its service and wait until its HEALTHCHECK passes
-    alternative: bool = False  # stands in for another image; built only when named, never deployed by Ansible
+    alternative: bool = False  # stands in for another image; built only when named (an inventory lists it to deploy it)
 
 
 APP = "docker/app/Dockerfile"

@@ -34,8 +34,8 @@ SUBSTITUTES = {
     "pouchdb-server": (DOCKER / "pouchdb-server" / "Dockerfile", None),
 }
 ALL_IMAGES = IMAGES | SUBSTITUTES
-# Images of an alternative to one of the above, not built by `make images` nor Ansible: MLServer for TorchServe
-# (k8s/components/mlserver).
+# Images of an alternative to one of the above, not built by `make images`; Ansible builds it where an inventory
+# deploys it: MLServer for TorchServe (k8s/components/mlserver, k8s/overlays/local-mlserver).
 ALTERNATIVES = {"mlserver": (DOCKER / "mlserver" / "Dockerfile", None)}
 DOCKERFILES = sorted(DOCKER.glob("*/Dockerfile"))
 # The packages of pyproject.toml that the application images leave out (the build stage of docker/app/Dockerfile).
@@ -224,9 +224,9 @@ def test_ansible_builds_each_image_from_its_dockerfile_and_target():
     builds = defaults["iotpipe_images_builds"]
     assert sorted(defaults["iotpipe_images_services"]) == sorted(IMAGES)
     files = {service: (ROOT / build["dockerfile"], build.get("target")) for service, build in builds.items()}
-    assert files == ALL_IMAGES
+    assert files == ALL_IMAGES | ALTERNATIVES
     tasks = (ANSIBLE / "roles" / "iotpipe_images" / "tasks" / "main.yml").read_text()
-    for context in {context for service in ALL_IMAGES for context in BUILD_CONTEXTS.get(service, ())}:
+    for context in {context for service in files for context in BUILD_CONTEXTS.get(service, ())}:
         assert f"--build-context {context}=" in tasks
 
 
@@ -287,6 +287,28 @@ def test_images_install_the_versions_that_pyproject_pins():
     for requirement in [*apps, *torchserve]:
         assert re.fullmatch(r"[\w.-]+==[\w.]+", requirement), requirement
     assert not [r for r in apps if r.split("==")[0].lower() in LEFT_OUT]
+
+
+def test_an_image_venv_gets_the_pinned_versions_and_the_torch_index_when_given(tmp_path, monkeypatch):
+    sys.path.insert(0, str(DOCKER))
+    try:
+        import pyproject_requirements
+    finally:
+        sys.path.remove(str(DOCKER))
+    created, commands = [], []
+    monkeypatch.setattr(pyproject_requirements.venv, "create", lambda folder, with_pip: created.append(folder))
+    monkeypatch.setattr(pyproject_requirements.subprocess, "run", lambda command, check: commands.append(command))
+    monkeypatch.setenv("TORCH_INDEX_URL", "http://wheels.invalid/cpu")
+    pyproject_requirements.main([str(ROOT / "pyproject.toml"), "--venv", str(tmp_path / "venv"), "--only", "torch"])
+    monkeypatch.delenv("TORCH_INDEX_URL")
+    pyproject_requirements.main([str(ROOT / "pyproject.toml"), "--venv", str(tmp_path / "venv"), "--only", "numpy"])
+    assert created == [tmp_path / "venv"] * 2
+    pip = str(tmp_path / "venv" / "bin" / "pip")
+    torch, numpy = pyproject_requirements.requirements(ROOT / "pyproject.toml", only=["torch", "numpy"])
+    assert commands == [
+        [pip, "install", "--disable-pip-version-check", "--extra-index-url", "http://wheels.invalid/cpu", torch],
+        [pip, "install", "--disable-pip-version-check", numpy],
+    ]
 
 
 def load_script(name: str):
