@@ -133,9 +133,12 @@ class Config:
     # Large polls cost nothing at low load (a poll returns what is there) and amortize the
     # per-batch flush, commit and HTTP round trips under load: 64 -> 512 took 390 -> 600 img/s.
     max_poll_records: int = setting(512, at_least(1))
-    # The broker answers a fetch as soon as a record arrives, so this bounds only idle waits: a
-    # short wait adds no speed, only idle round trips (10 ms cost a third of a core per client).
-    fetch_max_wait_ms: int = setting(500, at_least(0))
+    # The broker answers a fetch as soon as a record arrives, but kafka-python 3.0.12 can leave a
+    # partition out of the next fetch (a response landing between a poll's drain and its next fetch)
+    # and then waits for that fetch: every image of the left-out partitions waits this long. 500 ms
+    # gave rare half-second stalls at 5 x 20/s; 100 ms bounds them for +0.03 cores idle (10 ms cost
+    # a third of a core per client). README, "Load test and performance".
+    fetch_max_wait_ms: int = setting(100, at_least(0))
     # A crashed group member's partitions move after this long (kafka-python's default is 45 s).
     session_timeout_ms: int = setting(10000, at_least(1))
     # Reconnect to a restarted broker within a second (kafka-python's default backs off to 30 s).
