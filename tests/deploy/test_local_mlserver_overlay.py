@@ -24,7 +24,7 @@ OVERLAY = "local-mlserver"
 INVENTORY_VARS = ANSIBLE / "inventories" / "local-cluster-mlserver" / "group_vars" / "all" / "main.yml"
 LOCAL_INVENTORY_VARS = ANSIBLE / "inventories" / "local-cluster" / "group_vars" / "all" / "main.yml"
 IMAGES_DEFAULTS = ANSIBLE / "roles" / "iotpipe_images" / "defaults" / "main.yml"
-# What the component brings in TorchServe's place (the PodDisruptionBudget is the overlay's).
+# What the component brings in TorchServe's place.
 MLSERVER_OBJECTS = {
     ("Deployment", "mlserver"),
     ("Service", "mlserver"),
