@@ -207,6 +207,9 @@ class Config:
     bridge_metrics_port: int = setting(9101, PORT_OR_OFF)
     consumer_metrics_port: int = setting(9102, PORT_OR_OFF)
     dashboard_port: int = setting(8050, PORT)
+    # Images `iotpipe up` sends through the whole pipeline before it says the stack is up (stack/warmup.py), enough
+    # for the JVMs of Kafka and TorchServe to compile their hot paths; 0 sends none.
+    warmup_images: int = setting(3000, at_least(0))
     # Assets and state
     models_dir: Path = Path("models")
     data_dir: Path = Path("data/cifar10-jpeg/test")

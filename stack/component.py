@@ -17,6 +17,10 @@ import requests
 from iotpipe.config import Config
 from stack.process import Service
 
+# HotSpot compiles a method after a tenth of its usual calls, so that Kafka's and TorchServe's JVMs reach compiled
+# speed within `iotpipe up`'s warm-up rather than a minute or more into the load (README, Load test and performance).
+JVM_COMPILE_SOONER = "-XX:CompileThresholdScaling=0.1"
+
 
 class Component(ABC):
     """One background process of the stack and what its start needs besides the process."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from iotpipe import kafka_clients
 from iotpipe.config import Config
-from stack.component import Component, generated_secret, host_port, port_open
+from stack.component import JVM_COMPILE_SOONER, Component, generated_secret, host_port, port_open
 from stack.process import Service, StackError
 from stack.tls import TlsFiles, broker_lifetime, ensure_certificates
 
@@ -38,7 +38,7 @@ class Kafka(Component):
         self.properties = self.state / "kafka" / "server.properties"
         self.data = self.state / "data" / "kafka"
         self.java = [
-            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", JVM_COMPILE_SOONER,
             f"-Dkafka.logs.dir={self.state / 'logs'}",
             f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
             "-cp", f"{LIB}/*",

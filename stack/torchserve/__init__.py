@@ -14,7 +14,7 @@ import requests
 from iotpipe.config import Config
 from iotpipe.torchserve import KeyFileError, ManagementClient, ManagementError, bearer, key_refused
 from model_archives import archive_name, build_archive, model_version
-from stack.component import Component
+from stack.component import JVM_COMPILE_SOONER, Component
 from stack.process import Service, StackError
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +65,7 @@ class TorchServe(Component):
                 grpc_management_port=self.config.grpc_management_port,
                 model_store=self.config.model_store.resolve(),
                 tmpdir=self.folder,
+                jvm_compile_sooner=JVM_COMPILE_SOONER,
                 token_expiration_min=self.config.torchserve_token_expiration_min,
             )
         )

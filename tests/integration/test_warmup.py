@@ -12,10 +12,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_up_returns_only_after_its_warm_up_images_went_through_the_whole_pipeline(stack: Config) -> None:
-    stored = wait_for_documents(stack, warmup.CAMERA, expected=warmup.IMAGES)
+    for camera in warmup.warm_up_cameras(stack.warmup_images):
+        stored = wait_for_documents(stack, camera.producer_id, expected=len(camera.images))
 
-    # every `up` (the session's, each switch of model server) sends the same ids: one document each
-    assert sorted(document["_id"] for document in stored) == sorted(
-        f"{warmup.CAMERA}-{n}" for n in range(warmup.IMAGES)
-    )
-    assert all(document["label"] and document.get("ground_truth") is None for document in stored)
+        # every `up` (the session's, each switch of model server) sends the same ids: one document each
+        assert sorted(document["_id"] for document in stored) == sorted(image.event_id for image in camera.images)
+        assert all(document["label"] and document.get("ground_truth") is None for document in stored)
