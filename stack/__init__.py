@@ -71,7 +71,7 @@ class Stack:
             self.start(component.name)
         progress("supervisor: starting")
         self.supervisor.start()
-        progress("pipeline: warming up")
+        progress(f"pipeline: warming up with {self.config.warmup_images} images (IOTPIPE_WARMUP_IMAGES)")
         warm_up_pipeline(self.config)
         progress("stack is up")
         return self.config.with_stored_couchdb_password()
