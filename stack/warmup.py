@@ -22,7 +22,7 @@ from iotpipe.config import Config
 from producer import Camera, Fleet, SourceImage
 from stack.process import StackError
 
-CAMERA = "iotpipe-warmup"  # the cameras are CAMERA-0 ... CAMERA-9
+CAMERA = "iotpipe-warmup"  # the cameras are CAMERA-0 to CAMERA-(CAMERAS - 1)
 CAMERAS = 10
 RATE = 20.0  # images/s per camera: small batches, as cameras send them
 TIMEOUT_S = 60.0
